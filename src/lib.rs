@@ -1,0 +1,23 @@
+//! # lotbridge
+//!
+//! Consumes parking-lot events from Kafka and delivers each to the vendor platforms its lot
+//! is bound to, losing nothing: a record is delivered or dead-lettered with its reason, and
+//! offsets move only past records with a final outcome.
+//!
+//! # Layout
+//! - [`event`]: the input contract v1: decoding and validation of one Kafka record.
+//! - [`config`]: the TOML configuration, lot bindings (inline or CSV), checks.
+//! - [`secret`]: secret references and a value type that never prints.
+//! - [`vendors`]: the adapter contract; one folder per vendor with its config, mapping,
+//!   signing and response codes.
+//! - [`auth`]: single-flight token cache shared by token-based vendors.
+//! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
+//! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
+
+pub mod auth;
+pub mod config;
+pub mod event;
+pub mod photo;
+pub mod secret;
+pub mod sim;
+pub mod vendors;

@@ -1,0 +1,1 @@
+//! The barrier-gate coupon platform simulator (being written).

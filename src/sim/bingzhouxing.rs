@@ -1,0 +1,1 @@
+//! The Bingzhouxing simulator (being written).

@@ -1,0 +1,1 @@
+//! The Inspur ISP simulator (being written).

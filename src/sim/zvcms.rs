@@ -1,0 +1,1 @@
+//! The zvcms simulator (being written).

@@ -1,0 +1,350 @@
+//! The contract between the delivery engine and the vendor adapters.
+//!
+//! An adapter owns only what is specific to its vendor: its configuration, the mapping from
+//! contract events to its records (pure), the assembly of records into a request body
+//! (pure), its auth or signing (per attempt, so a retry re-stamps and re-signs), and the
+//! classification of its responses into a [`Verdict`]. Batching, retries, rate limits,
+//! the HTTP client and offsets are the engine's and know nothing of any vendor.
+
+pub mod barrier;
+pub mod bingzhouxing;
+pub mod isp;
+pub mod zvcms;
+
+use crate::event::{Event, ListedCoupon};
+use crate::photo::PhotoOutcome;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// The vendor platforms lotbridge delivers to (bounded: a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VendorKind {
+    /// Barrier-gate coupon platform (`sendCoupon`).
+    BarrierCoupon,
+    /// Inspur City Sensing Platform.
+    InspurIsp,
+    /// Bingzhouxing city parking cloud.
+    Bingzhouxing,
+    /// zvcms member-coupon open API.
+    Zvcms,
+}
+
+impl VendorKind {
+    /// Label value and config table name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VendorKind::BarrierCoupon => "barrier_coupon",
+            VendorKind::InspurIsp => "inspur_isp",
+            VendorKind::Bingzhouxing => "bingzhouxing",
+            VendorKind::Zvcms => "zvcms",
+        }
+    }
+}
+
+/// How the engine treats the records of one endpoint within a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coalesce {
+    /// Every record is delivered, in lane order (entries before exits).
+    Ordered,
+    /// Only the newest undelivered record matters (space counts); a record whose bytes equal
+    /// the last delivered one is not sent again.
+    Latest,
+    /// At most one record per period per lane (heartbeats).
+    Throttle(Duration),
+}
+
+/// One vendor endpoint as the engine sees it: a label, a batch limit and a coalescing rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Bounded label, e.g. `carInOut` or `park/spot-num`; records are batched per endpoint.
+    pub name: &'static str,
+    /// Most records in one request (1 = no batching).
+    pub max_records: usize,
+    /// How records of this endpoint coalesce within a lane.
+    pub coalesce: Coalesce,
+}
+
+/// One event mapped to one vendor record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// Where the record goes.
+    pub endpoint: Endpoint,
+    /// The vendor's serialized JSON for this record: an array element for batching
+    /// endpoints, or the whole request data when `max_records == 1`. Its length is what
+    /// batch byte limits and memory budgets count.
+    pub record: Bytes,
+    /// What the photo policy did, for vehicle events with a photo.
+    pub photo: Option<PhotoOutcome>,
+}
+
+/// Why an event is not for a sink (counted, then its offset is done for that sink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The event's lot (for coupons: none of its lots) is bound to this sink.
+    LotNotBound,
+    /// The vendor has no endpoint for this event type.
+    TypeNotHandled,
+}
+
+impl SkipReason {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::LotNotBound => "lot_not_bound",
+            SkipReason::TypeNotHandled => "type_not_handled",
+        }
+    }
+}
+
+/// The result of mapping an event for one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapping {
+    /// Not for this sink.
+    Skip(SkipReason),
+    /// Deliver this record.
+    Record(Mapped),
+}
+
+/// An event that cannot be expressed in the vendor's terms: dead-lettered with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct MapError {
+    /// Contract field at fault (`data.plate`).
+    pub field: String,
+    /// What the vendor cannot accept.
+    pub reason: String,
+}
+
+impl MapError {
+    /// A mapping error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        MapError { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// A fully prepared request for one attempt: stamped, signed, with a current token.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Method.
+    pub method: http::Method,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers (may hold a token: never log them).
+    pub headers: http::HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// What came back from the vendor.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed `Retry-After` (seconds form or HTTP date), if any.
+    pub retry_after: Option<Duration>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// Why an attempt is retried (bounded: a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// Connection refused, reset, DNS.
+    Transport,
+    /// No answer in time.
+    Timeout,
+    /// HTTP 408 or 5xx (not 501).
+    ServerError,
+    /// The vendor said it failed in a way worth retrying (an in-body code).
+    VendorError,
+    /// The vendor rejected the signature's timestamp: re-sign and retry, a bounded number of times.
+    StaleSignature,
+    /// The token could not be obtained.
+    Auth,
+}
+
+impl RetryReason {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Transport => "transport",
+            RetryReason::Timeout => "timeout",
+            RetryReason::ServerError => "server_error",
+            RetryReason::VendorError => "vendor_error",
+            RetryReason::StaleSignature => "stale_signature",
+            RetryReason::Auth => "auth",
+        }
+    }
+}
+
+/// The typed decision on one response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Accepted.
+    Delivered,
+    /// Accepted, with an answer to publish (zvcms coupon lists).
+    Answered(Vec<ListedCoupon>),
+    /// The vendor already had it: as good as delivered.
+    Duplicate,
+    /// Try again later, with a fresh stamp and signature.
+    Retry {
+        /// Why.
+        reason: RetryReason,
+        /// The vendor's `Retry-After`, if any.
+        after: Option<Duration>,
+        /// Vendor code or status, for logs (bounded text).
+        detail: String,
+    },
+    /// The vendor is overloaded (HTTP 429, a "busy" code): pause the whole sink.
+    Busy {
+        /// How long, if the vendor said.
+        after: Option<Duration>,
+    },
+    /// The token was refused: refresh it once, then retry.
+    RefreshAuth,
+    /// Permanent failure of this request: dead-letter (a batch is bisected first when
+    /// `per_record` says a single bad record may be the cause).
+    Reject {
+        /// Vendor code and message, for the dead letter.
+        reason: String,
+        /// A parameter error: some record in the batch is bad, not the whole request.
+        per_record: bool,
+    },
+}
+
+/// Why a request could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    /// The token endpoint failed in a way worth retrying.
+    #[error("token unavailable: {0}")]
+    AuthUnavailable(String),
+    /// The credentials are wrong (`invalid_client`): an operator must act.
+    #[error("credentials rejected: {0}")]
+    AuthRejected(String),
+    /// The lot has no binding (it was removed from the config while records were queued).
+    #[error("lot has no binding for this sink")]
+    Unbound,
+}
+
+/// A configured sink's vendor logic, as the engine calls it.
+#[async_trait::async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// Which vendor.
+    fn kind(&self) -> VendorKind;
+
+    /// Maps one event (pure): skip it, dead-letter it (`Err`), or a record to deliver.
+    /// Lane = the event's `lot`.
+    fn map(&self, event: &Event) -> Result<Mapping, MapError>;
+
+    /// Joins records of one endpoint and lane into request data (pure).
+    fn assemble(&self, endpoint: &Endpoint, records: &[&[u8]]) -> Bytes;
+
+    /// Builds the request for one attempt: fresh timestamp, nonce, signature and token.
+    async fn prepare(&self, lot: &str, endpoint: &Endpoint, data: &Bytes) -> Result<HttpRequest, PrepareError>;
+
+    /// Classifies a response (pure).
+    fn classify(&self, endpoint: &Endpoint, response: &HttpResponse) -> Verdict;
+
+    /// Forgets the current token after the vendor refused it (no-op for signature-only vendors).
+    fn invalidate_auth(&self) {}
+
+    /// Checks that the credentials work (fetches a token); used by readiness.
+    async fn check_auth(&self) -> Result<(), PrepareError> {
+        Ok(())
+    }
+
+    /// Platform lot codes bound to this sink.
+    fn bound_lots(&self) -> Vec<String>;
+
+    /// Heartbeat period, for vendors that require one (the engine synthesizes
+    /// `lot.heartbeat` events for live lots and maps them).
+    fn heartbeat_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether the vendor wants the full lot list pushed daily at 01:00 UTC+8.
+    fn daily_full_push(&self) -> bool {
+        false
+    }
+}
+
+/// Joins records as a JSON array: `[r1,r2,...]`.
+pub fn json_array(records: &[&[u8]]) -> Bytes {
+    let len = records.iter().map(|r| r.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(r);
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// The verdict HTTP alone implies, before the body is read: `None` for 2xx (read the body).
+///
+/// 429 → pause the sink; 401 → refresh the token; 408 and 5xx except 501 → retry;
+/// any other status → permanent.
+pub fn classify_status(response: &HttpResponse) -> Option<Verdict> {
+    let status = response.status;
+    match status {
+        200..=299 => None,
+        429 => Some(Verdict::Busy { after: response.retry_after }),
+        401 => Some(Verdict::RefreshAuth),
+        408 | 500 | 502..=599 => Some(Verdict::Retry {
+            reason: RetryReason::ServerError,
+            after: response.retry_after,
+            detail: format!("HTTP {status}"),
+        }),
+        _ => Some(Verdict::Reject { reason: format!("HTTP {status}: {}", body_excerpt(&response.body)), per_record: false }),
+    }
+}
+
+/// The start of a body, for reasons and logs: at most 200 characters, one line.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut s: String = text.chars().take(200).collect();
+    s.retain(|c| c != '\n' && c != '\r');
+    s
+}
+
+/// Reads a JSON field that vendors send as a string or as a number (`"200"` or `200`).
+pub fn code_text(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.trim().to_string()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16) -> HttpResponse {
+        HttpResponse { status, retry_after: Some(Duration::from_secs(3)), body: Bytes::from_static(b"{}") }
+    }
+
+    #[test]
+    fn status_table() {
+        assert_eq!(classify_status(&resp(200)), None);
+        assert_eq!(classify_status(&resp(429)), Some(Verdict::Busy { after: Some(Duration::from_secs(3)) }));
+        assert_eq!(classify_status(&resp(401)), Some(Verdict::RefreshAuth));
+        assert!(matches!(classify_status(&resp(503)), Some(Verdict::Retry { reason: RetryReason::ServerError, .. })));
+        assert!(matches!(classify_status(&resp(408)), Some(Verdict::Retry { .. })));
+        assert!(matches!(classify_status(&resp(501)), Some(Verdict::Reject { .. })));
+        assert!(matches!(classify_status(&resp(404)), Some(Verdict::Reject { .. })));
+    }
+
+    #[test]
+    fn arrays_and_codes() {
+        assert_eq!(&json_array(&[b"1", b"{\"a\":2}"])[..], b"[1,{\"a\":2}]");
+        assert_eq!(&json_array(&[])[..], b"[]");
+        assert_eq!(code_text(Some(&serde_json::json!("200"))).as_deref(), Some("200"));
+        assert_eq!(code_text(Some(&serde_json::json!(0))).as_deref(), Some("0"));
+        assert_eq!(code_text(None), None);
+    }
+}

@@ -101,7 +101,13 @@ pub struct TokenCache {
 impl TokenCache {
     /// A cache around `fetcher`.
     pub fn new(fetcher: Box<dyn TokenFetcher>, policy: TokenPolicy) -> Self {
-        TokenCache { fetcher, policy, state: Mutex::new(None), rejection: StdMutex::new(None), stats: TokenStats::default() }
+        TokenCache {
+            fetcher,
+            policy,
+            state: Mutex::new(None),
+            rejection: StdMutex::new(None),
+            stats: TokenStats::default(),
+        }
     }
 
     /// A valid token, fetching one if needed. Concurrent callers share one fetch.
@@ -221,10 +227,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn single_flight_and_refresh_ahead() {
         let (cache, calls) = cache(false);
-        let waiters: Vec<_> = (0..20).map(|_| tokio::spawn({
-            let c = cache.clone();
-            async move { c.get().await.unwrap().expose().to_string() }
-        })).collect();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                tokio::spawn({
+                    let c = cache.clone();
+                    async move { c.get().await.unwrap().expose().to_string() }
+                })
+            })
+            .collect();
         for w in waiters {
             assert_eq!(w.await.unwrap(), "t1");
         }

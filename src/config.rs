@@ -326,7 +326,11 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_records: default_max_records(), max_bytes: default_max_bytes(), linger_ms: default_linger_ms() }
+        BatchConfig {
+            max_records: default_max_records(),
+            max_bytes: default_max_bytes(),
+            linger_ms: default_linger_ms(),
+        }
     }
 }
 
@@ -500,7 +504,8 @@ impl SinkConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let n = &self.name;
-        let ok_name = !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let ok_name =
+            !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok_name {
             return Err(invalid(format!("sinks: name {n:?} must be 1-64 characters of A-Z a-z 0-9 - _ .")));
         }
@@ -514,7 +519,10 @@ impl SinkConfig {
             (self.batch.max_bytes < 1024, "batch.max_bytes must be at least 1024"),
             (self.retry.multiplier < 1.0, "retry.multiplier must be at least 1.0"),
             (self.retry.initial_ms == 0, "retry.initial_ms must be at least 1"),
-            (self.retry.max_interval_ms < self.retry.initial_ms, "retry.max_interval_ms must be at least retry.initial_ms"),
+            (
+                self.retry.max_interval_ms < self.retry.initial_ms,
+                "retry.max_interval_ms must be at least retry.initial_ms",
+            ),
             (self.memory_budget_bytes < 1024 * 1024, "memory_budget_bytes must be at least 1 MiB"),
             (self.request_timeout_ms == 0, "request_timeout_ms must be at least 1"),
         ];
@@ -586,13 +594,17 @@ pub fn load_bindings(sink: &SinkConfig, base: &Path) -> Result<Bindings, ConfigE
     if let Some(csv_path) = &sink.bindings_csv {
         let path = base.join(csv_path);
         let csv_err = |message: String| ConfigError::Csv { path: path.clone(), message };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(&path).map_err(|e| csv_err(e.to_string()))?;
+        let mut reader =
+            csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(&path).map_err(|e| csv_err(e.to_string()))?;
         for (i, row) in reader.deserialize::<CsvRow>().enumerate() {
             let line = i + 2;
             let row = row.map_err(|e| csv_err(format!("line {line}: {e}")))?;
             let origin = || format!("{} line {line}", path.display());
             let token = match row.token.as_deref().filter(|t| !t.is_empty()) {
-                Some(text) => Some(SecretRef::parse_compact(text).map_err(|source| ConfigError::Secret { context: origin(), source })?),
+                Some(text) => Some(
+                    SecretRef::parse_compact(text)
+                        .map_err(|source| ConfigError::Secret { context: origin(), source })?,
+                ),
                 None => None,
             };
             let token = resolve_opt(token.as_ref(), base, &origin)?;
@@ -609,7 +621,8 @@ fn resolve_opt(r: Option<&SecretRef>, base: &Path, origin: &dyn Fn() -> String) 
 
 /// Resolves a required secret of a vendor table, naming the sink and key on failure.
 pub fn resolve_secret(r: &SecretRef, ctx: &SinkContext<'_>, key: &str) -> Result<Secret, ConfigError> {
-    r.resolve(ctx.base_dir).map_err(|source| ConfigError::Secret { context: format!("sink {:?} {key}", ctx.name), source })
+    r.resolve(ctx.base_dir)
+        .map_err(|source| ConfigError::Secret { context: format!("sink {:?} {key}", ctx.name), source })
 }
 
 /// A one-screen summary for `check-config`: sinks, bound lots, topics. Never a secret.

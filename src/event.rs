@@ -517,13 +517,15 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeE
     }
     let raw: RawEnvelope = parse(bytes, "")?;
     if raw.v.as_u64() != Some(CONTRACT_VERSION) {
-        return Err(DecodeError::new("v", format!("unsupported contract version {}, this build reads version 1", raw.v)));
+        return Err(DecodeError::new(
+            "v",
+            format!("unsupported contract version {}, this build reads version 1", raw.v),
+        ));
     }
     check_len("id", &raw.id, 1, MAX_ID_CHARS)?;
     check_len("lot", &raw.lot, 1, MAX_LOT_CHARS)?;
-    let ty = EventType::parse_input(&raw.ty).ok_or_else(|| {
-        DecodeError::new("type", format!("unknown event type {:?}", truncate(&raw.ty)))
-    })?;
+    let ty = EventType::parse_input(&raw.ty)
+        .ok_or_else(|| DecodeError::new("type", format!("unknown event type {:?}", truncate(&raw.ty))))?;
     let at = timestamp("at", &raw.at)?;
     let data = decode_data(ty, raw.data.get().as_bytes())?;
     Ok(Event { id: raw.id, lot: raw.lot, at, data })
@@ -683,10 +685,7 @@ fn check_spaces(field: &str, n: u32) -> Result<(), DecodeError> {
 fn spaces(s: Spaces) -> Result<Spaces, DecodeError> {
     check_spaces("data.total", s.total)?;
     if s.free > s.total {
-        return Err(DecodeError::new(
-            "data.free",
-            format!("{} free spaces exceed data.total ({})", s.free, s.total),
-        ));
+        return Err(DecodeError::new("data.free", format!("{} free spaces exceed data.total ({})", s.free, s.total)));
     }
     Ok(s)
 }
@@ -718,7 +717,10 @@ fn check_base64(field: &str, text: &str) -> Result<(), DecodeError> {
     let body = &b[..b.len() - pad];
     let alphabet_ok = body.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
     if b.len() % 4 != 0 || pad > 2 || !alphabet_ok {
-        return Err(DecodeError::new(field, "is not standard base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4)"));
+        return Err(DecodeError::new(
+            field,
+            "is not standard base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4)",
+        ));
     }
     Ok(())
 }
@@ -819,7 +821,8 @@ mod tests {
 
     #[test]
     fn duplicate_keys_and_bad_json_are_rejected() {
-        let e = err(br#"{"v":1,"id":"a","id":"b","type":"lot.heartbeat","lot":"P","at":"2026-11-23T08:00:00Z","data":{}}"#);
+        let e =
+            err(br#"{"v":1,"id":"a","id":"b","type":"lot.heartbeat","lot":"P","at":"2026-11-23T08:00:00Z","data":{}}"#);
         assert_eq!(e.field, "id");
         assert!(err(b"{not json").reason.starts_with("not valid JSON"));
         assert!(err(b"\xff\xfe").reason.starts_with("not valid JSON"));
@@ -880,7 +883,8 @@ mod tests {
         let limits = DecodeLimits { max_record_bytes: 100 };
         assert_eq!(decode_with(&[b' '; 101], &limits).unwrap_err().field, "");
         let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        let rec = format!(r#"{{"v":1,"id":"a","type":"lot.heartbeat","lot":"P","at":"2026-11-23T08:00:00Z","data":{bomb}}}"#);
+        let rec =
+            format!(r#"{{"v":1,"id":"a","type":"lot.heartbeat","lot":"P","at":"2026-11-23T08:00:00Z","data":{bomb}}}"#);
         assert!(decode(rec.as_bytes()).is_err());
     }
 }

@@ -298,7 +298,10 @@ pub fn classify_status(response: &HttpResponse) -> Option<Verdict> {
             after: response.retry_after,
             detail: format!("HTTP {status}"),
         }),
-        _ => Some(Verdict::Reject { reason: format!("HTTP {status}: {}", body_excerpt(&response.body)), per_record: false }),
+        _ => Some(Verdict::Reject {
+            reason: format!("HTTP {status}: {}", body_excerpt(&response.body)),
+            per_record: false,
+        }),
     }
 }
 

@@ -2,7 +2,9 @@
 
 use crate::config::{ConfigError, SinkContext};
 use crate::event::Event;
-use crate::vendors::{Adapter, Endpoint, HttpRequest, HttpResponse, MapError, Mapping, PrepareError, Verdict, VendorKind};
+use crate::vendors::{
+    Adapter, Endpoint, HttpRequest, HttpResponse, MapError, Mapping, PrepareError, VendorKind, Verdict,
+};
 use bytes::Bytes;
 
 /// `[sinks.zvcms]` settings.

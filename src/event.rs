@@ -399,13 +399,13 @@ pub struct CouponsListed {
     pub coupons: Vec<ListedCoupon>,
 }
 
-/// Builds the JSON of a `member.coupons.listed` event answering `request`.
-pub fn encode_listed(request: &Event, id: &str, at: DateTime<FixedOffset>, data: &CouponsListed) -> Vec<u8> {
+/// Builds the JSON of a `member.coupons.listed` event for `lot` (the request's lot).
+pub fn encode_listed(lot: &str, id: &str, at: DateTime<FixedOffset>, data: &CouponsListed) -> Vec<u8> {
     let value = serde_json::json!({
         "v": CONTRACT_VERSION,
         "id": id,
         "type": EventType::MemberCouponsListed.as_str(),
-        "lot": request.lot,
+        "lot": lot,
         "at": at.to_rfc3339(),
         "data": data,
     });

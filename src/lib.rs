@@ -16,7 +16,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod engine;
 pub mod event;
+pub mod metrics;
 pub mod photo;
 pub mod secret;
 pub mod sim;

@@ -1,0 +1,355 @@
+//! One sink's Kafka consumer: its own consumer group, decode and map once per record,
+//! routing to lanes, dead letters for invalid records, backpressure by pausing partitions,
+//! drain and commit on revoke, and the heartbeat schedule of the partitions it owns.
+
+use super::deliver::run_lane;
+use super::lane::{Item, Origin, ReplyTo};
+use super::offsets::{Partitions, TopicPartition};
+use super::output::Stage;
+use super::sink::{OffsetStore, Outcome, Sink};
+use crate::config::KafkaConfig;
+use crate::event::{decode_with, DecodeLimits, Event, EventData};
+use crate::photo::PhotoOutcome;
+use crate::vendors::{Mapping, SkipReason};
+use bytes::Bytes;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Records larger than this are decoded and mapped on the blocking pool (photo work).
+const HEAVY_RECORD_BYTES: usize = 64 * 1024;
+/// Records decoded ahead of routing, in order.
+const DECODE_AHEAD: usize = 64;
+
+/// Consumer callbacks: drain and commit on revoke, track assignments.
+pub struct Context {
+    partitions: Arc<Partitions>,
+    drain: Duration,
+    sink: String,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let tps = topic_partitions(tpl);
+            let deadline = std::time::Instant::now() + self.drain;
+            // Lanes keep delivering on other threads; wait for them, bounded.
+            while self.partitions.unfinished(&tps) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let left = self.partitions.unfinished(&tps);
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(sink = %self.sink, error = %e, "nothing committed on revoke");
+            }
+            self.partitions.revoke(&tps);
+            tracing::info!(sink = %self.sink, partitions = tps.len(), unfinished = left, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = topic_partitions(tpl);
+            tracing::info!(sink = %self.sink, partitions = tps.len(), "partitions assigned");
+            self.partitions.assign(tps);
+        }
+    }
+}
+
+fn topic_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect()
+}
+
+/// The consumer type of a sink.
+pub type SinkConsumer = StreamConsumer<Context>;
+
+/// Creates the sink's consumer in group `<prefix>.<sink>` and subscribes it.
+pub fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsumer>, KafkaError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("{}.{}", kafka.group_prefix, sink.name()))
+        .set("client.id", format!("lotbridge.{}", sink.name()))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", kafka.commit_interval_ms.to_string())
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.message.max.bytes", (kafka.max_record_bytes + 1024 * 1024).to_string())
+        .set("session.timeout.ms", "45000")
+        .set("max.poll.interval.ms", "300000");
+    for (k, v) in &kafka.properties {
+        cfg.set(k, v);
+    }
+    let ctx = Context {
+        partitions: sink.partitions.clone(),
+        drain: Duration::from_millis(kafka.drain_timeout_ms),
+        sink: sink.name().to_string(),
+    };
+    let consumer: SinkConsumer = cfg.create_with_context(ctx)?;
+    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(Arc::new(consumer))
+}
+
+/// A record after decoding and mapping (done ahead, possibly on the blocking pool).
+struct Prepared {
+    origin_tp: TopicPartition,
+    offset: i64,
+    key: Option<Bytes>,
+    raw: Bytes,
+    result: Result<Routed, (Stage, String)>,
+}
+
+/// A valid record: mapped for the sink, or skipped.
+struct Routed {
+    lot: String,
+    mapping: Mapping,
+    event: Event,
+}
+
+/// A record copied out of librdkafka's buffer (the only copy of its bytes we make).
+struct RawRecord {
+    tp: TopicPartition,
+    offset: i64,
+    key: Option<Bytes>,
+    raw: Bytes,
+}
+
+impl RawRecord {
+    fn copy(msg: &BorrowedMessage<'_>) -> RawRecord {
+        RawRecord {
+            tp: (Arc::from(msg.topic()), msg.partition()),
+            offset: msg.offset(),
+            key: msg.key().map(Bytes::copy_from_slice),
+            raw: msg.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        }
+    }
+}
+
+fn prepare(sink: &Sink, rec: RawRecord, limits: DecodeLimits) -> Prepared {
+    let result = match decode_with(&rec.raw, &limits) {
+        Err(e) => Err((Stage::Decode, e.to_string())),
+        Ok(event) => match sink.adapter.map(&event) {
+            Err(e) => Err((Stage::Map, e.to_string())),
+            Ok(mapping) => Ok(Routed { lot: event.lot.clone(), mapping, event }),
+        },
+    };
+    Prepared { origin_tp: rec.tp, offset: rec.offset, key: rec.key, raw: rec.raw, result }
+}
+
+/// Decodes and maps one record; large ones (photos) on the blocking pool.
+async fn decode_ahead(sink: Arc<Sink>, record: RawRecord, limits: DecodeLimits) -> Option<Prepared> {
+    if record.raw.len() > HEAVY_RECORD_BYTES {
+        tokio::task::spawn_blocking(move || prepare(&sink, record, limits)).await.ok()
+    } else {
+        Some(prepare(&sink, record, limits))
+    }
+}
+
+/// Reads, decodes, maps and routes records until `stop` turns true.
+pub async fn run_intake(
+    sink: Arc<Sink>,
+    consumer: Arc<SinkConsumer>,
+    kafka: KafkaConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = DecodeLimits { max_record_bytes: kafka.max_record_bytes };
+    let budget = sink.config.memory_budget_bytes;
+    let mut ahead = FuturesOrdered::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = tick.tick() => housekeeping(&sink, &consumer, budget),
+            Some(prepared) = ahead.next(), if !ahead.is_empty() => match prepared {
+                Some(p) => {
+                    route(&sink, p);
+                    if sink.held_bytes() > budget && !sink.backpressured.swap(true, Ordering::Relaxed) {
+                        set_paused(&sink, &consumer, true);
+                    }
+                }
+                None => tracing::error!(sink = sink.name(), "decoder task failed"),
+            },
+            msg = consumer.recv(), if ahead.len() < DECODE_AHEAD => match msg {
+                Ok(m) => ahead.push_back(decode_ahead(sink.clone(), RawRecord::copy(&m), limits)),
+                Err(e) => tracing::warn!(sink = sink.name(), error = %e, "kafka consumer error"),
+            },
+        }
+    }
+}
+
+fn set_paused(sink: &Sink, consumer: &SinkConsumer, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else { return };
+    let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    if let Err(e) = result {
+        tracing::warn!(sink = sink.name(), error = %e, pause, "cannot pause/resume partitions");
+    }
+    let n = if pause { assignment.count() as i64 } else { 0 };
+    sink.metrics.paused_partitions.with_label_values(&[sink.name()]).set(n);
+    tracing::info!(sink = sink.name(), held_bytes = sink.held_bytes(), pause, "memory budget backpressure");
+}
+
+fn housekeeping(sink: &Sink, consumer: &SinkConsumer, budget: usize) {
+    if sink.backpressured.load(Ordering::Relaxed) && sink.held_bytes() < budget / 4 * 3 {
+        sink.backpressured.store(false, Ordering::Relaxed);
+        set_paused(sink, consumer, false);
+    }
+    let age = sink.partitions.oldest().map_or(0, |t| t.elapsed().as_secs());
+    sink.metrics.oldest_unacked_seconds.with_label_values(&[sink.name()]).set(age as i64);
+    sink.metrics.assigned_partitions.with_label_values(&[sink.name()]).set(sink.partitions.assigned().len() as i64);
+}
+
+fn route(sink: &Arc<Sink>, p: Prepared) {
+    sink.metrics.consumed.with_label_values(&[sink.name(), &p.origin_tp.0]).inc();
+    let Some(ticket) = sink.partitions.register(&p.origin_tp, p.offset) else {
+        return; // a late record of a revoked partition: its new owner reads it
+    };
+    let origin = Arc::new(Origin { ticket, key: p.key, raw: p.raw });
+    match p.result {
+        Err((stage, error)) => {
+            sink.metrics.invalid.with_label_values(&[sink.name(), stage.as_str()]).inc();
+            let size = origin.raw.len();
+            sink.hold(size);
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                sink.dead_letter(&origin, stage, &error, 0).await;
+                sink.release(size);
+                sink.metrics.outcomes.with_label_values(&[sink.name(), "invalid", "dead_lettered"]).inc();
+                sink.complete(&origin.ticket);
+            });
+        }
+        Ok(Routed { mapping: Mapping::Skip(reason), .. }) => {
+            sink.metrics.skipped.with_label_values(&[sink.name(), reason.as_str()]).inc();
+            sink.complete(&origin.ticket);
+        }
+        Ok(Routed { lot, mapping: Mapping::Record(mapped), event }) => {
+            note_live(sink, &lot, &origin.ticket.tp);
+            count_photo(sink, mapped.photo.as_ref());
+            let item = Item {
+                reply_to: reply_to(&event),
+                event_type: event.event_type(),
+                event_at: event.at,
+                read_at: Instant::now(),
+                origin: Some(origin),
+                mapped,
+            };
+            submit(sink, &lot, item);
+        }
+    }
+}
+
+/// Queues an item on its lane, settling what coalesced and starting the lane if new.
+pub fn submit(sink: &Arc<Sink>, lot: &str, item: Item) {
+    sink.hold(item.size());
+    let (settled, new_lane) = sink.enqueue(lot, item);
+    for (item, how) in settled {
+        sink.finish(&item, Outcome::Settled(how));
+    }
+    if let Some(lane) = new_lane {
+        tokio::spawn(run_lane(sink.clone(), lot.to_string(), lane));
+    }
+}
+
+fn reply_to(event: &Event) -> Option<ReplyTo> {
+    match &event.data {
+        EventData::MemberCouponsRequested(q) => {
+            Some(ReplyTo { request_id: event.id.clone(), member_id: q.member_id.clone(), lot: event.lot.clone() })
+        }
+        _ => None,
+    }
+}
+
+fn note_live(sink: &Sink, lot: &str, tp: &TopicPartition) {
+    let mut live = sink.live.lock().unwrap_or_else(|p| p.into_inner());
+    match live.get_mut(lot) {
+        Some(entry) => *entry = (Instant::now(), tp.clone()),
+        None => {
+            live.insert(lot.to_string(), (Instant::now(), tp.clone()));
+        }
+    }
+}
+
+fn count_photo(sink: &Sink, photo: Option<&PhotoOutcome>) {
+    let Some(photo) = photo else { return };
+    let outcome = match photo {
+        PhotoOutcome::Unchanged => "unchanged",
+        PhotoOutcome::Recompressed { before_bytes, after_bytes } => {
+            let saved = before_bytes.saturating_sub(*after_bytes) as u64;
+            sink.metrics.photo_bytes_saved.with_label_values(&[sink.name()]).inc_by(saved);
+            "recompressed"
+        }
+        PhotoOutcome::Dropped(reason) => reason.as_str(),
+    };
+    sink.metrics.photos.with_label_values(&[sink.name(), outcome]).inc();
+}
+
+/// Every `period`, queues a heartbeat for each bound lot that is live and whose partition
+/// this instance owns, so heartbeats move with partitions on rebalance.
+pub async fn run_heartbeats(sink: Arc<Sink>, period: Duration, mut stop: watch::Receiver<bool>) {
+    let window = Duration::from_secs(sink.config.live_window_secs);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let lots = live_lots(&sink, window);
+        sink.metrics.live_lots.with_label_values(&[sink.name()]).set(lots.len() as i64);
+        for lot in lots {
+            queue_heartbeat(&sink, &lot);
+        }
+    }
+}
+
+fn live_lots(sink: &Sink, window: Duration) -> Vec<String> {
+    let mut live = sink.live.lock().unwrap_or_else(|p| p.into_inner());
+    live.retain(|_, (seen, _)| seen.elapsed() <= window);
+    live.iter().filter(|(_, (_, tp))| sink.partitions.owns(tp)).map(|(lot, _)| lot.clone()).collect()
+}
+
+fn queue_heartbeat(sink: &Arc<Sink>, lot: &str) {
+    let now = chrono::Utc::now().fixed_offset();
+    let event = Event {
+        id: format!("heartbeat.{lot}.{}", now.timestamp()),
+        lot: lot.to_string(),
+        at: now,
+        data: EventData::LotHeartbeat,
+    };
+    match sink.adapter.map(&event) {
+        Ok(Mapping::Record(mapped)) => {
+            let item = Item {
+                mapped,
+                origin: None,
+                event_type: event.event_type(),
+                event_at: now,
+                read_at: Instant::now(),
+                reply_to: None,
+            };
+            submit(sink, lot, item);
+        }
+        Ok(Mapping::Skip(SkipReason::LotNotBound | SkipReason::TypeNotHandled)) => {}
+        Err(e) => tracing::warn!(sink = sink.name(), lot, error = %e, "cannot map a heartbeat"),
+    }
+}
+
+impl OffsetStore for SinkConsumer {
+    fn store(&self, tp: &TopicPartition, next: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next)).is_ok() {
+            if let Err(e) = self.store_offsets(&tpl) {
+                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "offset not stored (partition revoked?)");
+            }
+        }
+    }
+}

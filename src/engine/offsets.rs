@@ -1,0 +1,204 @@
+//! Contiguous offset watermarks: an offset is stored only once every record at or below it
+//! has a final outcome (delivered, duplicate, skipped, coalesced or dead-lettered).
+//!
+//! Outcomes arrive out of order (lanes run concurrently); the watermark of a partition moves
+//! only across an unbroken run of finished records, so a failed record is never skipped
+//! over the way Vector's kafka source does (vector #24543).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// A topic partition.
+pub type TopicPartition = (Arc<str>, i32);
+
+/// The records of one partition that are read but not all finished.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pending: VecDeque<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    offset: i64,
+    done: bool,
+    since: Instant,
+}
+
+impl Tracker {
+    /// Registers a record just read; offsets must arrive in increasing order.
+    pub fn register(&mut self, offset: i64, now: Instant) {
+        self.pending.push_back(Slot { offset, done: false, since: now });
+    }
+
+    /// Marks `offset` finished. Returns the new watermark (the next offset to consume) when
+    /// it moved.
+    pub fn complete(&mut self, offset: i64) -> Option<i64> {
+        let idx = self.pending.binary_search_by_key(&offset, |s| s.offset).ok()?;
+        self.pending[idx].done = true;
+        let mut watermark = None;
+        while self.pending.front().is_some_and(|s| s.done) {
+            watermark = self.pending.pop_front().map(|s| s.offset + 1);
+        }
+        watermark
+    }
+
+    /// Records read but not all finished.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether every read record is finished.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// When the oldest unfinished record was read.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.pending.iter().find(|s| !s.done).map(|s| s.since)
+    }
+}
+
+/// Identifies a record's partition within one assignment (a revoked and re-assigned
+/// partition gets a new generation, so late outcomes of the old one are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    /// Topic and partition.
+    pub tp: TopicPartition,
+    /// Assignment generation.
+    pub generation: u64,
+    /// The record's offset.
+    pub offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    generation: u64,
+    tracker: Tracker,
+}
+
+/// The trackers of every partition assigned to one sink's consumer.
+#[derive(Debug, Default)]
+pub struct Partitions {
+    inner: Mutex<PartitionsInner>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionsInner {
+    next_generation: u64,
+    assigned: HashMap<TopicPartition, PartitionState>,
+}
+
+impl Partitions {
+    fn lock(&self) -> MutexGuard<'_, PartitionsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts tracking newly assigned partitions.
+    pub fn assign(&self, tps: impl IntoIterator<Item = TopicPartition>) {
+        let mut inner = self.lock();
+        for tp in tps {
+            inner.next_generation += 1;
+            let generation = inner.next_generation;
+            inner.assigned.insert(tp, PartitionState { generation, tracker: Tracker::default() });
+        }
+    }
+
+    /// Stops tracking revoked partitions: outcomes of their records are ignored from now on.
+    pub fn revoke(&self, tps: &[TopicPartition]) {
+        let mut inner = self.lock();
+        for tp in tps {
+            inner.assigned.remove(tp);
+        }
+    }
+
+    /// Registers a record; `None` if its partition is not assigned (a late message).
+    pub fn register(&self, tp: &TopicPartition, offset: i64) -> Option<Ticket> {
+        let mut inner = self.lock();
+        let state = inner.assigned.get_mut(tp)?;
+        state.tracker.register(offset, Instant::now());
+        Some(Ticket { tp: tp.clone(), generation: state.generation, offset })
+    }
+
+    /// Marks a record finished; returns the watermark to store when it moved.
+    pub fn complete(&self, ticket: &Ticket) -> Option<i64> {
+        let mut inner = self.lock();
+        let state = inner.assigned.get_mut(&ticket.tp).filter(|s| s.generation == ticket.generation)?;
+        state.tracker.complete(ticket.offset)
+    }
+
+    /// Whether the ticket's partition is still assigned in the same generation.
+    pub fn is_current(&self, ticket: &Ticket) -> bool {
+        self.lock().assigned.get(&ticket.tp).is_some_and(|s| s.generation == ticket.generation)
+    }
+
+    /// Whether `tp` is assigned.
+    pub fn owns(&self, tp: &TopicPartition) -> bool {
+        self.lock().assigned.contains_key(tp)
+    }
+
+    /// Unfinished records in the given partitions.
+    pub fn unfinished(&self, tps: &[TopicPartition]) -> usize {
+        let inner = self.lock();
+        tps.iter().filter_map(|tp| inner.assigned.get(tp)).map(|s| s.tracker.len()).sum()
+    }
+
+    /// When the oldest unfinished record of any partition was read.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.lock().assigned.values().filter_map(|s| s.tracker.oldest()).min()
+    }
+
+    /// Every assigned partition.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        self.lock().assigned.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_moves_only_over_contiguous_outcomes() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        for o in [10, 11, 12, 14] {
+            t.register(o, now);
+        }
+        assert_eq!(t.complete(11), None, "10 is still open");
+        assert_eq!(t.complete(14), None);
+        assert_eq!(t.complete(10), Some(12), "10 and 11 done: next to consume is 12");
+        assert_eq!(t.complete(12), Some(15), "the gap at 13 (compacted) is skipped");
+        assert!(t.is_empty());
+        assert_eq!(t.complete(99), None, "unknown offsets are ignored");
+    }
+
+    #[test]
+    fn a_failed_record_holds_the_watermark() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        (0..100).for_each(|o| t.register(o, now));
+        for o in 1..100 {
+            assert_eq!(t.complete(o), None);
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.complete(0), Some(100));
+    }
+
+    #[test]
+    fn revoked_generations_are_ignored() {
+        let p = Partitions::default();
+        let tp: TopicPartition = (Arc::from("events"), 0);
+        p.assign([tp.clone()]);
+        let old = p.register(&tp, 5).unwrap();
+        p.revoke(std::slice::from_ref(&tp));
+        assert!(p.register(&tp, 6).is_none());
+        p.assign([tp.clone()]);
+        let new = p.register(&tp, 5).unwrap();
+        assert_ne!(old.generation, new.generation);
+        assert!(!p.is_current(&old));
+        assert_eq!(p.complete(&old), None, "a late outcome of the old assignment");
+        assert_eq!(p.unfinished(std::slice::from_ref(&tp)), 1);
+        assert_eq!(p.complete(&new), Some(6));
+    }
+}

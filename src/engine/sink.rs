@@ -1,0 +1,313 @@
+//! The shared state of one running sink: its adapter, limits, lanes, offsets, memory budget
+//! and the bookkeeping of final outcomes.
+
+use super::lane::{Item, Limits, Origin, Queue, Settled};
+use super::offsets::{Partitions, Ticket, TopicPartition};
+use super::output::{DeadLetter, Output, Stage};
+use crate::config::SinkConfig;
+use crate::metrics::Metrics;
+use crate::vendors::{Adapter, VendorKind};
+use governor::clock::DefaultClock;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+/// Stores a partition's watermark (implemented by the sink's Kafka consumer).
+pub trait OffsetStore: Send + Sync {
+    /// Stores `next` (the next offset to consume) for the partition; committed later.
+    fn store(&self, tp: &TopicPartition, next: i64);
+}
+
+/// A final outcome, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The vendor accepted it.
+    Delivered,
+    /// The vendor already had it.
+    Duplicate,
+    /// Finished without a request.
+    Settled(Settled),
+    /// Written to the dead-letter topic.
+    DeadLettered,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Settled(s) => s.as_str(),
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// One lane's queue and wake-up.
+#[derive(Default)]
+pub struct Lane {
+    /// The queue.
+    pub queue: Mutex<Queue>,
+    /// Rung when something is queued.
+    pub notify: Notify,
+}
+
+impl Lane {
+    /// The queue, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+type LotLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// A running sink.
+pub struct Sink {
+    /// Its configuration.
+    pub config: SinkConfig,
+    /// Vendor kind.
+    pub kind: VendorKind,
+    /// Vendor logic.
+    pub adapter: Arc<dyn Adapter>,
+    /// Offsets of assigned partitions.
+    pub partitions: Arc<Partitions>,
+    /// Where watermarks go (set once the consumer exists).
+    pub offsets: OnceLock<Arc<dyn OffsetStore>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Dead letters and answers.
+    pub output: Output,
+    /// The shared HTTP client.
+    pub http: reqwest::Client,
+    /// Requests per second for the whole sink.
+    pub limiter: DirectLimiter,
+    /// Optional requests per second per lot.
+    pub lot_limiter: Option<LotLimiter>,
+    /// Requests in flight.
+    pub permits: Semaphore,
+    /// Lanes by platform lot.
+    pub lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    /// Lot → (last seen, its partition), for heartbeats.
+    pub live: Mutex<HashMap<String, (Instant, TopicPartition)>>,
+    paused_until: Mutex<Option<Instant>>,
+    held_bytes: AtomicUsize,
+    held_records: AtomicUsize,
+    /// Whether intake paused its partitions for the memory budget.
+    pub backpressured: AtomicBool,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Sink {
+    /// A sink ready to start.
+    pub fn new(
+        config: SinkConfig,
+        kind: VendorKind,
+        adapter: Arc<dyn Adapter>,
+        metrics: Metrics,
+        output: Output,
+        http: reqwest::Client,
+    ) -> Sink {
+        let rl = &config.rate_limit;
+        let limiter = RateLimiter::direct(Quota::per_second(nz(rl.requests_per_second)).allow_burst(nz(rl.burst)));
+        let lot_limiter = rl.per_lot_per_second.map(|n| RateLimiter::keyed(Quota::per_second(nz(n))));
+        let permits = Semaphore::new(config.concurrency);
+        Sink {
+            config,
+            kind,
+            adapter,
+            partitions: Arc::new(Partitions::default()),
+            offsets: OnceLock::new(),
+            metrics,
+            output,
+            http,
+            limiter,
+            lot_limiter,
+            permits,
+            lanes: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            paused_until: Mutex::new(None),
+            held_bytes: AtomicUsize::new(0),
+            held_records: AtomicUsize::new(0),
+            backpressured: AtomicBool::new(false),
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Batch limits for lanes.
+    pub fn limits(&self) -> Limits {
+        Limits { max_bytes: self.config.batch.max_bytes, linger: Duration::from_millis(self.config.batch.linger_ms) }
+    }
+
+    /// Counts bytes and records entering memory.
+    pub fn hold(&self, bytes: usize) {
+        let held = self.held_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let records = self.held_records.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.held_bytes.with_label_values(&[self.name()]).set(held as i64);
+        self.metrics.held_records.with_label_values(&[self.name()]).set(records as i64);
+    }
+
+    /// Counts bytes and records leaving memory.
+    pub fn release(&self, bytes: usize) {
+        let held = self.held_bytes.fetch_sub(bytes, Ordering::Relaxed).saturating_sub(bytes);
+        let records = self.held_records.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        self.metrics.held_bytes.with_label_values(&[self.name()]).set(held as i64);
+        self.metrics.held_records.with_label_values(&[self.name()]).set(records as i64);
+    }
+
+    /// Bytes held without a final outcome.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records a final outcome: metrics, memory, and the partition's watermark.
+    pub fn finish(&self, item: &Item, outcome: Outcome) {
+        let labels = [self.name(), item.event_type.as_str(), outcome.as_str()];
+        self.metrics.outcomes.with_label_values(&labels).inc();
+        if matches!(outcome, Outcome::Delivered | Outcome::Duplicate) {
+            let now = chrono::Utc::now().fixed_offset();
+            let age = (now - item.event_at).num_milliseconds().max(0) as f64 / 1000.0;
+            self.metrics.event_to_ack_seconds.with_label_values(&[self.name()]).observe(age);
+            let since = item.read_at.elapsed().as_secs_f64();
+            self.metrics.consume_to_ack_seconds.with_label_values(&[self.name()]).observe(since);
+        }
+        self.release(item.size());
+        if let Some(origin) = &item.origin {
+            self.complete(&origin.ticket);
+        }
+    }
+
+    /// Marks a Kafka record finished and stores the watermark when it moved.
+    pub fn complete(&self, ticket: &Ticket) {
+        if let Some(next) = self.partitions.complete(ticket) {
+            if let Some(store) = self.offsets.get() {
+                store.store(&ticket.tp, next);
+            }
+        }
+    }
+
+    /// Forgets an item of a revoked partition: no outcome (the new owner delivers it).
+    pub fn drop_revoked(&self, item: &Item) {
+        self.release(item.size());
+    }
+
+    /// Writes a dead letter for `origin`, retrying until the cluster acknowledges it.
+    pub async fn dead_letter(&self, origin: &Origin, stage: Stage, error: &str, attempts: u32) {
+        let dl = DeadLetter {
+            sink: self.name(),
+            vendor: self.kind.as_str(),
+            stage,
+            error,
+            topic: &origin.ticket.tp.0,
+            partition: origin.ticket.tp.1,
+            offset: origin.ticket.offset,
+            key: origin.key.as_deref(),
+            value: &origin.raw,
+            attempts,
+        };
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.output.dead_letter(&dl).await {
+                Ok(()) => {
+                    self.metrics.dead_letter_writes.with_label_values(&[self.name(), "ok"]).inc();
+                    tracing::warn!(
+                        sink = self.name(),
+                        stage = stage.as_str(),
+                        topic = dl.topic,
+                        partition = dl.partition,
+                        offset = dl.offset,
+                        error,
+                        "record dead-lettered"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.dead_letter_writes.with_label_values(&[self.name(), "error"]).inc();
+                    tracing::error!(sink = self.name(), error = %e, "dead-letter write failed; retrying, offsets held");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Pauses every lane of the sink (a 429 or a "busy" answer).
+    pub fn pause_for(&self, period: Duration) {
+        let until = Instant::now() + period;
+        let mut guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none_or(|u| u < until) {
+            *guard = Some(until);
+        }
+        self.metrics.sink_paused.with_label_values(&[self.name()]).set(1);
+    }
+
+    /// Waits while the sink is paused.
+    pub async fn wait_unpaused(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(u) if u > Instant::now() => tokio::time::sleep_until(u).await,
+                Some(_) => {
+                    *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.metrics.sink_paused.with_label_values(&[self.name()]).set(0);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Waits for the rate limiters; records the time spent.
+    pub async fn wait_rate(&self, lot: &str) {
+        let start = Instant::now();
+        self.limiter.until_ready().await;
+        if let Some(per_lot) = &self.lot_limiter {
+            per_lot.until_key_ready(&lot.to_string()).await;
+        }
+        let waited = start.elapsed().as_secs_f64();
+        self.metrics.rate_limit_wait_seconds.with_label_values(&[self.name()]).observe(waited);
+    }
+
+    /// Queues an item on the lane of `lot`, under the lanes lock so a lane cannot retire
+    /// between lookup and push. Returns the items settled without a request, and the lane
+    /// if it was just created (its task must be started).
+    pub fn enqueue(&self, lot: &str, item: Item) -> (Vec<(Item, Settled)>, Option<Arc<Lane>>) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let (lane, created) = match lanes.get(lot) {
+            Some(lane) => (lane.clone(), false),
+            None => {
+                let lane = Arc::new(Lane::default());
+                lanes.insert(lot.to_string(), lane.clone());
+                self.metrics.lanes.with_label_values(&[self.name()]).set(lanes.len() as i64);
+                (lane, true)
+            }
+        };
+        let settled = lane.lock().push(item, Instant::now());
+        lane.notify.notify_one();
+        (settled, created.then_some(lane))
+    }
+
+    /// Removes an idle lane; false if something arrived meanwhile (the lane goes on).
+    pub fn retire_lane(&self, lot: &str, lane: &Arc<Lane>) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if !lane.lock().is_empty() {
+            return false;
+        }
+        lanes.remove(lot);
+        self.metrics.lanes.with_label_values(&[self.name()]).set(lanes.len() as i64);
+        true
+    }
+}

@@ -1,0 +1,324 @@
+//! Contract events to Bingzhouxing records (pure).
+//!
+//! - `spaces.changed` → `parkSpace` data `{"totalSpace","surplusSpace"}`: no timestamp, so
+//!   an unchanged count serializes to the same bytes and is not sent twice.
+//! - `vehicle.entered`/`vehicle.exited` → one `carInOut` array element, field order as in
+//!   the spec's example. Text is fitted to the spec's column widths (characters, as the
+//!   platform's string columns count them): an over-long gate or brand is cut rather than
+//!   the vehicle's passage lost.
+
+use crate::event::{Event, Spaces, Vehicle, VehicleType};
+use crate::vendors::MapError;
+use bytes::Bytes;
+use chrono::{NaiveDateTime, TimeDelta};
+use md5::{Digest, Md5};
+use serde::Serialize;
+use std::borrow::Cow;
+
+/// Most records in one `carInOut` request.
+pub const MAX_BATCH: usize = 100;
+/// `carNo` String(32).
+pub const CAR_NO_MAX: usize = 32;
+/// `imgName` String(50).
+pub const IMG_NAME_MAX: usize = 50;
+/// `nodeName` String(20).
+pub const NODE_NAME_MAX: usize = 20;
+/// `carColor` String(40).
+pub const CAR_COLOR_MAX: usize = 40;
+/// `carBrand` String(40).
+pub const CAR_BRAND_MAX: usize = 40;
+/// `remark` String(255).
+pub const REMARK_MAX: usize = 255;
+/// `inOutTime` layout (China time).
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// China Standard Time is UTC+8 all year (no daylight saving).
+const CHINA_OFFSET_HOURS: i64 = 8;
+
+/// Whether a vehicle came in or went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `vehicle.entered`.
+    In,
+    /// `vehicle.exited`.
+    Out,
+}
+
+impl Direction {
+    /// The `inOutType` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// The data of a heartbeat record: the request carries no `data`, so any constant will do.
+pub fn heartbeat() -> Bytes {
+    Bytes::from_static(b"{}")
+}
+
+/// `parkSpace` data.
+pub fn park_space(spaces: &Spaces) -> Bytes {
+    Bytes::from(format!(r#"{{"totalSpace":{},"surplusSpace":{}}}"#, spaces.total, spaces.free))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CarInOut<'a> {
+    car_no: String,
+    in_out_type: &'static str,
+    in_out_time: String,
+    img_name: Cow<'a, str>,
+    img_data: &'a str,
+    node_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    car_color: Option<&'a str>,
+    car_style: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    car_brand: Option<&'a str>,
+}
+
+/// One `carInOut` element. `img_data` is the photo as it will be sent (already fitted to
+/// the limit; empty when there is none: the field is required, the spec's example sends "").
+pub fn car_in_out(event: &Event, vehicle: &Vehicle, direction: Direction, img_data: &str) -> Result<Bytes, MapError> {
+    let local = china_time(event)?;
+    let node_name = clip(vehicle.gate.trim(), NODE_NAME_MAX);
+    if node_name.is_empty() {
+        return Err(MapError::new("data.gate", "is blank; Bingzhouxing requires the entrance or exit name (nodeName)"));
+    }
+    let photo_name = vehicle.photo.as_ref().and_then(|p| p.name.as_deref());
+    let record = CarInOut {
+        car_no: plate_text(vehicle.plate.as_deref()),
+        in_out_type: direction.as_str(),
+        in_out_time: local.format(TIME_FORMAT).to_string(),
+        img_name: image_name(photo_name, direction, local, &event.id),
+        img_data,
+        node_name,
+        car_color: vehicle.plate_color.as_deref().map(color_text).filter(|c| !c.is_empty()),
+        car_style: car_style(vehicle.vehicle_type),
+        car_brand: vehicle.brand.as_deref().map(|b| clip(b.trim(), CAR_BRAND_MAX)).filter(|b| !b.is_empty()),
+    };
+    let json = serde_json::to_vec(&record).map_err(|e| MapError::new("data", format!("cannot serialize: {e}")))?;
+    Ok(Bytes::from(json))
+}
+
+/// When the event happened, on a wall clock in China.
+fn china_time(event: &Event) -> Result<NaiveDateTime, MapError> {
+    event
+        .at
+        .naive_utc()
+        .checked_add_signed(TimeDelta::hours(CHINA_OFFSET_HOURS))
+        .ok_or_else(|| MapError::new("at", "is out of the representable range"))
+}
+
+/// The plate as the platform writes it: no spaces or separator dots, Latin letters in
+/// upper case (`京 q·8k271` → `京Q8K271`); empty for a vehicle without plate.
+pub fn plate_text(plate: Option<&str>) -> String {
+    let text: String = plate
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '·' | '•' | '・'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    clip(&text, CAR_NO_MAX).to_string()
+}
+
+/// `carStyle`: 0 = car, 1 = large vehicle, 2 = goods vehicle. The contract's other types
+/// describe the plate, not the size, and are overwhelmingly passenger cars.
+pub fn car_style(vehicle_type: VehicleType) -> &'static str {
+    match vehicle_type {
+        VehicleType::Large => "1",
+        VehicleType::Truck => "2",
+        VehicleType::Small
+        | VehicleType::Police
+        | VehicleType::Temporary
+        | VehicleType::Unlicensed
+        | VehicleType::NewEnergy => "0",
+    }
+}
+
+/// `carColor` in the platform's words (黑、白、蓝、红...): English colour names are
+/// translated, anything else is passed on as written.
+fn color_text(color: &str) -> &str {
+    let color = color.trim();
+    const NAMES: [(&str, &str); 7] = [
+        ("blue", "蓝"),
+        ("yellow", "黄"),
+        ("green", "绿"),
+        ("yellow_green", "黄绿"),
+        ("white", "白"),
+        ("black", "黑"),
+        ("red", "红"),
+    ];
+    let key = color.replace(['-', ' '], "_");
+    NAMES.iter().find(|(en, _)| en.eq_ignore_ascii_case(&key)).map_or_else(|| clip(color, CAR_COLOR_MAX), |(_, zh)| zh)
+}
+
+/// The photo's own file name when it fits `imgName`, else one derived from the direction,
+/// the local time and the event id: stable across redeliveries, at most 35 characters.
+pub fn image_name<'a>(name: Option<&'a str>, direction: Direction, local: NaiveDateTime, id: &str) -> Cow<'a, str> {
+    // Edge systems sometimes send a full path; the platform wants a file name.
+    let own = name.and_then(|n| n.rsplit(['/', '\\']).next()).map(str::trim);
+    if let Some(own) = own.filter(|n| !n.is_empty() && n.chars().count() <= IMG_NAME_MAX) {
+        return Cow::Borrowed(own);
+    }
+    let digest = hex::encode(Md5::digest(id.as_bytes()));
+    let short = digest.get(..12).unwrap_or(&digest);
+    Cow::Owned(format!("{}_{}_{short}.jpg", direction.as_str(), local.format("%Y%m%d%H%M%S")))
+}
+
+/// The first `max` characters of `text`.
+fn clip(text: &str, max: usize) -> &str {
+    text.char_indices().nth(max).map_or(text, |(end, _)| &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{decode, EventData};
+    use serde_json::{json, Value};
+
+    fn event(ty: &str, at: &str, data: Value) -> Event {
+        let json = json!({"v": 1, "id": "evt-0001", "type": ty, "lot": "P001", "at": at, "data": data});
+        decode(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn vehicle_of(e: &Event) -> (&Vehicle, Direction) {
+        match &e.data {
+            EventData::VehicleEntered(v) => (v, Direction::In),
+            EventData::VehicleExited(x) => (&x.vehicle, Direction::Out),
+            other => panic!("not a vehicle event: {other:?}"),
+        }
+    }
+
+    fn car(e: &Event, img: &str) -> Value {
+        let (v, d) = vehicle_of(e);
+        serde_json::from_slice(&car_in_out(e, v, d, img).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn spec_example_park_space() {
+        let e = event("spaces.changed", "2019-01-01T08:00:00+08:00", json!({"total": 99, "free": 9}));
+        let EventData::SpacesChanged(s) = &e.data else { panic!() };
+        let got: Value = serde_json::from_slice(&park_space(s)).unwrap();
+        assert_eq!(got, json!({"totalSpace": 99, "surplusSpace": 9}));
+    }
+
+    #[test]
+    fn spec_example_car_in_out() {
+        // The spec's example, for a contract event saying the same; `remark` has no source
+        // in the contract and is left out (it is optional).
+        let e = event(
+            "vehicle.entered",
+            "2019-01-01T00:00:00Z",
+            json!({"plate": "闽A123456", "plate_color": "蓝", "vehicle_type": "small", "brand": "大众",
+                   "gate": "出入口1", "photo": {"name": "xxx.jpg", "jpeg_base64": "/9j/4A=="}}),
+        );
+        let expected = json!({"carNo": "闽A123456", "inOutType": "in", "inOutTime": "2019-01-01 08:00:00",
+            "imgName": "xxx.jpg", "imgData": "/9j/4A==", "nodeName": "出入口1", "carColor": "蓝",
+            "carStyle": "0", "carBrand": "大众"});
+        assert_eq!(car(&e, "/9j/4A=="), expected);
+        let (v, d) = vehicle_of(&e);
+        let text = String::from_utf8(car_in_out(&e, v, d, "").unwrap().to_vec()).unwrap();
+        assert!(text.starts_with(r#"{"carNo":"闽A123456","inOutType":"in","inOutTime":"#), "spec order: {text}");
+    }
+
+    #[test]
+    fn exit_without_plate_or_photo() {
+        let e = event(
+            "vehicle.exited",
+            "2026-11-23T23:59:59+08:00",
+            json!({"plate": null, "vehicle_type": "unlicensed", "gate": " West exit ",
+                   "parked_minutes": 5, "fee_payable_cents": 0, "fee_paid_cents": 0}),
+        );
+        let got = car(&e, "");
+        assert_eq!(got["carNo"], "");
+        assert_eq!(got["inOutType"], "out");
+        assert_eq!(got["inOutTime"], "2026-11-23 23:59:59");
+        assert_eq!(got["imgData"], "");
+        assert_eq!(got["nodeName"], "West exit");
+        assert_eq!(got["imgName"], format!("out_20261123235959_{}.jpg", &reference_md5("evt-0001")[..12]));
+        assert!(got.get("carColor").is_none() && got.get("carBrand").is_none(), "{got}");
+    }
+
+    fn reference_md5(text: &str) -> String {
+        Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn times_are_china_time_whatever_the_producer_offset() {
+        for at in ["2026-03-01T00:30:00Z", "2026-03-01T08:30:00+08:00", "2026-02-28T19:30:00-05:00"] {
+            let e = event("vehicle.entered", at, json!({"plate": "京Q8K271", "vehicle_type": "small", "gate": "g"}));
+            assert_eq!(car(&e, "")["inOutTime"], "2026-03-01 08:30:00", "{at}");
+        }
+    }
+
+    #[test]
+    fn plates_lose_spaces_and_dots() {
+        assert_eq!(plate_text(Some("京Q 8K271")), "京Q8K271");
+        assert_eq!(plate_text(Some("京q·8k271")), "京Q8K271");
+        assert_eq!(plate_text(Some(" 粤B\u{3000}D12345 ")), "粤BD12345");
+        assert_eq!(plate_text(None), "");
+    }
+
+    #[test]
+    fn car_style_table() {
+        let table = [
+            ("small", "0"),
+            ("large", "1"),
+            ("truck", "2"),
+            ("police", "0"),
+            ("temporary", "0"),
+            ("unlicensed", "0"),
+            ("new_energy", "0"),
+        ];
+        for (ty, style) in table {
+            let e = event(
+                "vehicle.entered",
+                "2026-03-01T00:00:00Z",
+                json!({"plate": "A", "vehicle_type": ty, "gate": "g"}),
+            );
+            assert_eq!(car(&e, "")["carStyle"], style, "{ty}");
+        }
+    }
+
+    #[test]
+    fn text_fits_the_columns() {
+        let long_gate = "东门".repeat(15);
+        let e = event(
+            "vehicle.entered",
+            "2026-03-01T00:00:00Z",
+            json!({"plate": "A", "vehicle_type": "small", "gate": long_gate, "brand": "B".repeat(60),
+                   "plate_color": "Yellow-Green"}),
+        );
+        let got = car(&e, "");
+        assert_eq!(got["nodeName"].as_str().unwrap().chars().count(), NODE_NAME_MAX);
+        assert_eq!(got["carBrand"].as_str().unwrap().len(), CAR_BRAND_MAX);
+        assert_eq!(got["carColor"], "黄绿");
+    }
+
+    #[test]
+    fn blank_gate_is_a_map_error() {
+        let e = event(
+            "vehicle.entered",
+            "2026-03-01T00:00:00Z",
+            json!({"plate": "A", "vehicle_type": "small", "gate": "  "}),
+        );
+        let (v, d) = vehicle_of(&e);
+        assert_eq!(car_in_out(&e, v, d, "").unwrap_err().field, "data.gate");
+    }
+
+    #[test]
+    fn image_names() {
+        let t = NaiveDateTime::parse_from_str("2026-03-01 08:30:00", TIME_FORMAT).unwrap();
+        assert_eq!(image_name(Some("C:\\cam\\in\\0001.jpg"), Direction::In, t, "x"), "0001.jpg");
+        assert_eq!(image_name(Some("/data/cam/0002.jpg"), Direction::In, t, "x"), "0002.jpg");
+        let long = format!("{}.jpg", "n".repeat(47));
+        let derived = image_name(Some(&long), Direction::Out, t, "id-9");
+        assert_eq!(derived, format!("out_20260301083000_{}.jpg", &reference_md5("id-9")[..12]));
+        let worst = image_name(None, Direction::Out, t, &"z".repeat(64));
+        assert!(worst.chars().count() <= IMG_NAME_MAX, "{worst}");
+        assert_ne!(image_name(None, Direction::In, t, "a"), image_name(None, Direction::In, t, "b"));
+    }
+}

@@ -1,0 +1,313 @@
+//! `[sinks.barrier_coupon]`: the barrier-gate coupon platform's settings and their checks.
+//!
+//! Everything the spec leaves open is a key here with the default `specs/README.md` gives:
+//! the `/artemis` gateway prefix (part of `base_url`), extra token form fields, the field
+//! encoding of `sendCoupon` and which in-body codes mean "refresh the token" or "retry".
+
+use crate::auth::TokenPolicy;
+use crate::config::{Bindings, ConfigError};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `[sinks.barrier_coupon]` settings.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Base URL of the platform's gateway, including any path prefix the gateway puts in
+    /// front of its APIs. The spec's example calls `http://IP:9016/artemis/api/v1/sendCoupon`,
+    /// so such a gateway is written `base_url = "http://IP:9016/artemis"`.
+    pub base_url: String,
+    /// Access id (`client_id`, 接入 id) issued by the platform.
+    pub client_id: String,
+    /// Access secret (`client_secret`, 接入密钥): `{ env = "NAME" }` or `{ file = "path" }`.
+    pub client_secret: crate::secret::SecretRef,
+    /// Token endpoint: a path appended to `base_url`, or an absolute `http(s)://` URL when
+    /// the gateway serves tokens outside the API prefix. Default `/oauth/token`.
+    #[serde(default = "default_token_path")]
+    pub token_path: String,
+    /// Coupon endpoint: a path appended to `base_url`, or an absolute URL.
+    /// Default `/api/v1/sendCoupon`.
+    #[serde(default = "default_send_path")]
+    pub send_path: String,
+    /// Extra form fields sent with `client_id` and `client_secret` in the token request,
+    /// e.g. `{ grant_type = "client_credentials" }` (some gateways of this family require it).
+    /// Default: none.
+    #[serde(default)]
+    pub token_form: BTreeMap<String, String>,
+    /// How `sendCoupon` fields are encoded: `strings` (default: every field a JSON string,
+    /// as the spec's example sends them) or `typed` (the spec table's types: numbers for
+    /// `generateObj`, `couponType`, `deductContent`, `startTime`; `endTime` a string).
+    #[serde(default)]
+    pub field_encoding: FieldEncoding,
+    /// Never use a token closer than this to its expiry, in seconds (capped at half the
+    /// token's lifetime). Default 60.
+    #[serde(default = "default_token_margin_secs")]
+    pub token_margin_secs: u64,
+    /// Fetch a new token once this share of its lifetime has passed, 0.1 to 1.0. Default 0.8.
+    #[serde(default = "default_token_refresh_ratio")]
+    pub token_refresh_ratio: f64,
+    /// Lifetime assumed when the token answer has no usable `expires_in`, in seconds.
+    /// Default 43200 (the 12 hours the spec's overview states).
+    #[serde(default = "default_token_lifetime_fallback_secs")]
+    pub token_lifetime_fallback_secs: u64,
+    /// After the platform rejects the credentials (`invalid_client`), wait this long before
+    /// asking again, in seconds; the wait doubles on each rejection up to 10 minutes.
+    /// Default 30.
+    #[serde(default = "default_credentials_cooldown_secs")]
+    pub credentials_cooldown_secs: u64,
+    /// Timeout of one token request, in milliseconds. Default 10000.
+    #[serde(default = "default_token_timeout_ms")]
+    pub token_timeout_ms: u64,
+    /// In-body `code` values that mean the token was refused: the token is fetched again
+    /// and the coupon retried. Default `["401"]`.
+    #[serde(default = "default_auth_failure_codes")]
+    pub auth_failure_codes: Vec<String>,
+    /// In-body `code` values worth retrying (the platform failed, not the coupon). Any other
+    /// code except `200` and `429` dead-letters the coupon. Default `["500", "502", "503", "504"]`.
+    #[serde(default = "default_retryable_codes")]
+    pub retryable_codes: Vec<String>,
+}
+
+/// Encoding of the `sendCoupon` fields (the spec's table and example disagree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldEncoding {
+    /// Every field a JSON string, as in the spec's example.
+    #[default]
+    Strings,
+    /// The types of the spec's table.
+    Typed,
+}
+
+fn default_token_path() -> String {
+    "/oauth/token".into()
+}
+fn default_send_path() -> String {
+    "/api/v1/sendCoupon".into()
+}
+fn default_token_margin_secs() -> u64 {
+    60
+}
+fn default_token_refresh_ratio() -> f64 {
+    0.8
+}
+fn default_token_lifetime_fallback_secs() -> u64 {
+    12 * 3600
+}
+fn default_credentials_cooldown_secs() -> u64 {
+    30
+}
+fn default_token_timeout_ms() -> u64 {
+    10_000
+}
+fn default_auth_failure_codes() -> Vec<String> {
+    vec!["401".into()]
+}
+fn default_retryable_codes() -> Vec<String> {
+    ["500", "502", "503", "504"].map(String::from).to_vec()
+}
+
+/// Longest wait between two token requests with rejected credentials.
+const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+
+/// The two absolute URLs the adapter calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Urls {
+    /// Token endpoint.
+    pub token: String,
+    /// `sendCoupon` endpoint.
+    pub send: String,
+}
+
+/// How in-body codes are classified, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeTable {
+    /// Codes meaning the token was refused.
+    pub auth: Vec<String>,
+    /// Codes worth retrying.
+    pub retryable: Vec<String>,
+}
+
+fn invalid(sink: &str, key: &str, problem: &str) -> ConfigError {
+    ConfigError::Invalid(format!("sink {sink:?}: {key}: {problem}"))
+}
+
+impl Config {
+    /// Checks every value (secrets aside) and the sink's bindings.
+    pub fn validate(&self, sink: &str, bindings: &Bindings) -> Result<(), ConfigError> {
+        self.urls(sink)?;
+        if self.client_id.trim().is_empty() {
+            return Err(invalid(sink, "client_id", "must not be empty"));
+        }
+        self.check_token_form(sink)?;
+        self.check_timing(sink)?;
+        self.check_codes(sink)?;
+        check_bindings(sink, bindings)
+    }
+
+    /// The absolute token and `sendCoupon` URLs.
+    pub fn urls(&self, sink: &str) -> Result<Urls, ConfigError> {
+        let base = self.base_url.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base).map_err(|e| invalid(sink, "base_url", &format!("{base:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(invalid(sink, "base_url", "must be an http:// or https:// URL with a host"));
+        }
+        Ok(Urls {
+            token: join(sink, "token_path", base, &self.token_path)?,
+            send: join(sink, "send_path", base, &self.send_path)?,
+        })
+    }
+
+    /// The token cache's timing.
+    pub fn token_policy(&self) -> TokenPolicy {
+        let first_cooldown = Duration::from_secs(self.credentials_cooldown_secs);
+        TokenPolicy {
+            refresh_ratio: self.token_refresh_ratio,
+            margin: Duration::from_secs(self.token_margin_secs),
+            first_cooldown,
+            max_cooldown: MAX_COOLDOWN.max(first_cooldown),
+        }
+    }
+
+    /// The in-body code classification.
+    pub fn code_table(&self) -> CodeTable {
+        let clean = |codes: &[String]| codes.iter().map(|c| c.trim().to_string()).collect();
+        CodeTable { auth: clean(&self.auth_failure_codes), retryable: clean(&self.retryable_codes) }
+    }
+
+    fn check_token_form(&self, sink: &str) -> Result<(), ConfigError> {
+        for key in self.token_form.keys() {
+            if key.trim().is_empty() {
+                return Err(invalid(sink, "token_form", "field names must not be empty"));
+            }
+            if key == "client_id" || key == "client_secret" {
+                return Err(invalid(sink, "token_form", &format!("{key} is set by client_id/client_secret")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_timing(&self, sink: &str) -> Result<(), ConfigError> {
+        if !(0.1..=1.0).contains(&self.token_refresh_ratio) {
+            return Err(invalid(sink, "token_refresh_ratio", "must be between 0.1 and 1.0"));
+        }
+        let positive = [
+            ("token_lifetime_fallback_secs", self.token_lifetime_fallback_secs),
+            ("credentials_cooldown_secs", self.credentials_cooldown_secs),
+            ("token_timeout_ms", self.token_timeout_ms),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(invalid(sink, key, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
+    fn check_codes(&self, sink: &str) -> Result<(), ConfigError> {
+        let table = self.code_table();
+        for (key, codes) in [("auth_failure_codes", &table.auth), ("retryable_codes", &table.retryable)] {
+            if let Some(code) = codes.iter().find(|c| c.is_empty() || *c == "200") {
+                return Err(invalid(sink, key, &format!("{code:?} cannot be a failure code")));
+            }
+        }
+        if let Some(code) = table.auth.iter().find(|c| table.retryable.contains(c)) {
+            return Err(invalid(sink, "retryable_codes", &format!("{code:?} is also in auth_failure_codes")));
+        }
+        Ok(())
+    }
+}
+
+/// `base` + `path`, or `path` itself when it is an absolute URL.
+fn join(sink: &str, key: &str, base: &str, path: &str) -> Result<String, ConfigError> {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        reqwest::Url::parse(path).map_err(|e| invalid(sink, key, &format!("{path:?}: {e}")))?;
+        return Ok(path.to_string());
+    }
+    if !path.starts_with('/') || path.contains(char::is_whitespace) {
+        return Err(invalid(sink, key, "must start with / (or be an absolute http(s):// URL)"));
+    }
+    Ok(format!("{base}{path}"))
+}
+
+/// `parkCodes` is a comma-joined list, so a vendor code must not hold a comma.
+fn check_bindings(sink: &str, bindings: &Bindings) -> Result<(), ConfigError> {
+    match bindings.iter().find(|b| b.vendor_lot.contains(',')) {
+        Some(b) => Err(invalid(
+            sink,
+            "bindings",
+            &format!(
+                "lot {:?}: vendor_lot {:?} must not contain a comma (parkCodes is comma-joined)",
+                b.lot, b.vendor_lot
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Binding;
+
+    fn parse(extra: &str) -> Config {
+        let text = format!("base_url = \"http://10.0.0.1:9016/artemis/\"\nclient_id = \"244221\"\nclient_secret = {{ env = \"X\" }}\n{extra}");
+        toml::from_str(&text).unwrap()
+    }
+
+    fn error(extra: &str) -> String {
+        parse(extra).validate("coupons", &Bindings::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let cfg = parse("");
+        cfg.validate("coupons", &Bindings::default()).unwrap();
+        assert_eq!(cfg.field_encoding, FieldEncoding::Strings);
+        let urls = cfg.urls("coupons").unwrap();
+        assert_eq!(urls.token, "http://10.0.0.1:9016/artemis/oauth/token");
+        assert_eq!(urls.send, "http://10.0.0.1:9016/artemis/api/v1/sendCoupon");
+        assert_eq!(cfg.code_table().auth, vec!["401"]);
+        assert_eq!(cfg.token_policy().margin, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn token_path_may_leave_the_gateway_prefix() {
+        let cfg = parse("token_path = \"http://10.0.0.1:9016/oauth/token\"\nfield_encoding = \"typed\"");
+        assert_eq!(cfg.urls("c").unwrap().token, "http://10.0.0.1:9016/oauth/token");
+        assert_eq!(cfg.field_encoding, FieldEncoding::Typed);
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_refused() {
+        let text = "base_url = \"http://h\"\nclient_id = \"a\"\nclient_secret = { env = \"X\" }\ntoken_url = \"x\"";
+        assert!(toml::from_str::<Config>(text).unwrap_err().to_string().contains("token_url"));
+        let text =
+            "base_url = \"http://h\"\nclient_id = \"a\"\nclient_secret = { env = \"X\" }\nfield_encoding = \"numbers\"";
+        assert!(toml::from_str::<Config>(text).is_err());
+    }
+
+    #[test]
+    fn bad_values_name_sink_and_key() {
+        let cases = [
+            ("send_path = \"api/v1/sendCoupon\"", "send_path"),
+            ("token_form = { client_secret = \"x\" }", "token_form"),
+            ("token_refresh_ratio = 1.5", "token_refresh_ratio"),
+            ("credentials_cooldown_secs = 0", "credentials_cooldown_secs"),
+            ("retryable_codes = [\"200\"]", "retryable_codes"),
+            ("auth_failure_codes = [\"500\"]", "retryable_codes"),
+        ];
+        for (extra, key) in cases {
+            let msg = error(extra);
+            assert!(msg.starts_with("sink \"coupons\": ") && msg.contains(key), "{extra}: {msg}");
+        }
+        let bad_base = "base_url = \"ftp://h\"\nclient_id = \"a\"\nclient_secret = { env = \"X\" }";
+        let cfg: Config = toml::from_str(bad_base).unwrap();
+        assert!(cfg.validate("c", &Bindings::default()).unwrap_err().to_string().contains("base_url"));
+    }
+
+    #[test]
+    fn a_vendor_code_with_a_comma_is_refused() {
+        let b = Binding { lot: "P1".into(), vendor_lot: "A,B".into(), token: None };
+        let msg = parse("").validate("c", &Bindings::from_list(vec![b])).unwrap_err().to_string();
+        assert!(msg.contains("vendor_lot") && msg.contains("P1"), "{msg}");
+    }
+}

@@ -1,26 +1,93 @@
-//! The Inspur ISP adapter (being written: this placeholder only compiles).
+//! The Inspur City Sensing Platform (ISP) adapter: lot upserts and deletions, space counts,
+//! entries and departures, as JSON arrays behind a bearer token.
+//!
+//! - [`config`]: `[sinks.inspur_isp]` keys, defaults and checks.
+//! - [`mapping`]: events to records (pure), endpoints, code tables, fees.
+//! - [`token`]: the `/oauth/token` call behind the shared [`TokenCache`].
+//! - [`codes`]: responses to verdicts.
 
-use crate::config::{ConfigError, SinkContext};
+pub mod codes;
+pub mod config;
+pub mod mapping;
+pub mod token;
+
+pub use config::{Config, TokenField};
+
+use crate::auth::{TokenCache, TokenError, TokenPolicy};
+use crate::config::{Bindings, ConfigError, SinkContext};
 use crate::event::Event;
 use crate::vendors::{
     Adapter, Endpoint, HttpRequest, HttpResponse, MapError, Mapping, PrepareError, VendorKind, Verdict,
 };
 use bytes::Bytes;
+use config::Settings;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::Method;
+use mapping::Endpoints;
+use std::fmt;
+use std::sync::Arc;
 
-/// `[sinks.inspur_isp]` settings.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Base URL of the platform.
-    pub base_url: String,
+/// The adapter of one `[sinks.inspur_isp]` sink.
+pub struct IspAdapter {
+    settings: Settings,
+    bindings: Arc<Bindings>,
+    endpoints: Endpoints,
+    tokens: TokenCache,
 }
 
-/// The adapter.
-pub struct IspAdapter;
+impl fmt::Debug for IspAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IspAdapter")
+            .field("base_url", &self.settings.base_url)
+            .field("lots", &self.bindings.len())
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Builds the adapter of one sink.
-pub fn build(_cfg: &Config, _ctx: &SinkContext<'_>) -> Result<IspAdapter, ConfigError> {
-    Err(ConfigError::Invalid("adapter not written yet".into()))
+pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<IspAdapter, ConfigError> {
+    let settings = cfg.settings(ctx)?;
+    let fetcher = token::IspTokenFetcher::new(ctx.http.clone(), settings.token.clone());
+    Ok(IspAdapter {
+        endpoints: Endpoints::new(settings.max_batch),
+        tokens: TokenCache::new(Box::new(fetcher), TokenPolicy::default()),
+        bindings: ctx.bindings.clone(),
+        settings,
+    })
+}
+
+impl IspAdapter {
+    /// The endpoints this sink sends to, with their batch limits.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    fn headers(&self, token: &str) -> Result<HeaderMap, PrepareError> {
+        let auth = &self.settings.auth;
+        let mut value = HeaderValue::from_str(&format!("{}{token}", auth.prefix))
+            .map_err(|_| PrepareError::AuthUnavailable("the token cannot be sent in a header".into()))?;
+        value.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
+        headers.insert(auth.name.clone(), value);
+        Ok(headers)
+    }
+}
+
+/// Method and path of an endpoint label: deletions share `/park/spot` with upserts.
+fn route(name: &str) -> (Method, String) {
+    match name {
+        mapping::SPOT_DELETE => (Method::DELETE, format!("/{}", mapping::SPOT)),
+        other => (Method::POST, format!("/{other}")),
+    }
+}
+
+fn prepare_error(e: TokenError) -> PrepareError {
+    match e {
+        TokenError::Rejected(reason) => PrepareError::AuthRejected(reason),
+        TokenError::Unavailable(reason) => PrepareError::AuthUnavailable(reason),
+    }
 }
 
 #[async_trait::async_trait]
@@ -28,19 +95,96 @@ impl Adapter for IspAdapter {
     fn kind(&self) -> VendorKind {
         VendorKind::InspurIsp
     }
-    fn map(&self, _event: &Event) -> Result<Mapping, MapError> {
-        Err(MapError::new("", "not written yet"))
+
+    fn map(&self, event: &Event) -> Result<Mapping, MapError> {
+        mapping::map_event(event, &self.settings.map, &self.endpoints, &self.bindings)
     }
-    fn assemble(&self, _endpoint: &Endpoint, records: &[&[u8]]) -> Bytes {
-        crate::vendors::json_array(records)
+
+    fn assemble(&self, endpoint: &Endpoint, records: &[&[u8]]) -> Bytes {
+        mapping::assemble(endpoint, records)
     }
-    async fn prepare(&self, _lot: &str, _endpoint: &Endpoint, _data: &Bytes) -> Result<HttpRequest, PrepareError> {
-        Err(PrepareError::Unbound)
+
+    async fn prepare(&self, lot: &str, endpoint: &Endpoint, data: &Bytes) -> Result<HttpRequest, PrepareError> {
+        if self.bindings.get(lot).is_none() {
+            return Err(PrepareError::Unbound);
+        }
+        let token = self.tokens.get().await.map_err(prepare_error)?;
+        let (method, path) = route(endpoint.name);
+        let headers = self.headers(token.expose())?;
+        Ok(HttpRequest { method, url: format!("{}{path}", self.settings.base_url), headers, body: data.clone() })
     }
-    fn classify(&self, _endpoint: &Endpoint, _response: &HttpResponse) -> Verdict {
-        Verdict::Reject { reason: "not written yet".into(), per_record: false }
+
+    fn classify(&self, endpoint: &Endpoint, response: &HttpResponse) -> Verdict {
+        codes::classify(endpoint, response)
     }
+
+    fn invalidate_auth(&self) {
+        self.tokens.invalidate_now();
+    }
+
+    async fn check_auth(&self) -> Result<(), PrepareError> {
+        self.tokens.get().await.map(drop).map_err(prepare_error)
+    }
+
     fn bound_lots(&self) -> Vec<String> {
-        Vec::new()
+        self.bindings.lots()
+    }
+
+    fn daily_full_push(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Binding;
+    use crate::photo::PhotoPolicy;
+    use std::path::Path;
+
+    fn adapter(base_url: &str) -> IspAdapter {
+        let cfg: Config = toml::from_str(&format!(
+            "base_url = \"{base_url}\"\nclient_id = \"id\"\nclient_secret = {{ value = \"very-secret\" }}"
+        ))
+        .unwrap();
+        let lot = Binding { lot: "P1".into(), vendor_lot: "ATXL/1".into(), token: None };
+        let ctx = SinkContext {
+            name: "isp",
+            bindings: Arc::new(Bindings::from_list(vec![lot])),
+            photo: PhotoPolicy::Recompress,
+            max_records: 50,
+            base_dir: Path::new("."),
+            http: reqwest::Client::new(),
+        };
+        build(&cfg, &ctx).unwrap()
+    }
+
+    #[test]
+    fn routes_follow_the_spec() {
+        assert_eq!(route(mapping::SPOT), (Method::POST, "/park/spot".to_string()));
+        assert_eq!(route(mapping::SPOT_DELETE), (Method::DELETE, "/park/spot".to_string()));
+        assert_eq!(route(mapping::SPOT_NUM), (Method::POST, "/park/spot-num".to_string()));
+        assert_eq!(route(mapping::ENTRANCE), (Method::POST, "/park/entrance".to_string()));
+        assert_eq!(route(mapping::DEPARTURE), (Method::POST, "/park/departure".to_string()));
+    }
+
+    #[test]
+    fn bearer_header_is_sensitive() {
+        let a = adapter("http://127.0.0.1:9");
+        let headers = a.headers("tok123").unwrap();
+        let value = headers.get("authorization").unwrap();
+        assert_eq!(value.to_str().unwrap(), "Bearer tok123");
+        assert!(value.is_sensitive());
+        assert_eq!(a.endpoints().entrance.max_records, 50, "capped by [sinks.batch] max_records");
+        assert!(a.daily_full_push());
+        assert_eq!(a.bound_lots(), ["P1"]);
+        assert!(!format!("{a:?}").contains("very-secret"));
+    }
+
+    #[tokio::test]
+    async fn unbound_lot_is_not_prepared() {
+        let a = adapter("http://127.0.0.1:9");
+        let ep = a.endpoints().entrance;
+        assert_eq!(a.prepare("nowhere", &ep, &Bytes::new()).await.unwrap_err(), PrepareError::Unbound);
     }
 }

@@ -1,0 +1,410 @@
+//! `[sinks.inspur_isp]`: the keys as written, their defaults, and the checked [`Settings`]
+//! an adapter is built from.
+//!
+//! The spec leaves the token request's field names illegible, documents `car_type` and
+//! `pay_type` as codes while its examples send labels, and requires fields the contract may
+//! lack (plate, brand, payment method): each choice is a key here with the default given in
+//! `specs/README.md`.
+
+use crate::config::{Bindings, ConfigError, SinkContext};
+use crate::photo::PhotoPolicy;
+use crate::secret::{Secret, SecretRef};
+use crate::vendors::isp::mapping::MapSettings;
+use crate::vendors::isp::token::TokenRequest;
+use http::header::{HeaderName, HeaderValue};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Path of the token endpoint below `base_url`.
+pub const TOKEN_PATH: &str = "/oauth/token";
+/// The spec's photo limit: 512 KB of text, prefix included.
+pub const SPEC_PHOTO_LIMIT: usize = 512 * 1024;
+/// The spec's example puts this before the base64 text.
+pub const SPEC_PHOTO_PREFIX: &str = "data:image/jpg;base64,";
+/// Largest `max_batch` accepted: the spec gives no limit, so stay near what a JSON body of
+/// departures with photos can carry.
+const MAX_BATCH_LIMIT: usize = 1_000;
+/// Smallest photo limit that still leaves room for a usable JPEG.
+const MIN_PHOTO_LIMIT: usize = 4 * 1024;
+
+/// `[sinks.inspur_isp]` settings.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Base URL of the platform (`https://isp.example.cn`); requests go to
+    /// `{base_url}/oauth/token` and `{base_url}/park/...`.
+    pub base_url: String,
+    /// Client id sent to the token endpoint.
+    pub client_id: String,
+    /// Client secret sent to the token endpoint: `{ env = "NAME" }` or `{ file = "path" }`.
+    pub client_secret: SecretRef,
+    /// JSON field of the token request that carries `client_id` (default `client_id`).
+    #[serde(default = "default_client_id_field")]
+    pub client_id_field: String,
+    /// JSON field of the token request that carries `client_secret` (default `client_secret`).
+    #[serde(default = "default_client_secret_field")]
+    pub client_secret_field: String,
+    /// More string fields of the token request, e.g. `grant_type = "client_credentials"`;
+    /// a value may be a secret reference (`password = { env = "ISP_PASSWORD" }`). Default none.
+    #[serde(default)]
+    pub token_extra_fields: BTreeMap<String, TokenField>,
+    /// Request header carrying the token (default `Authorization`).
+    #[serde(default = "default_auth_header")]
+    pub auth_header: String,
+    /// Word before the token in that header, followed by one space (default `Bearer`; empty
+    /// sends the bare token).
+    #[serde(default = "default_auth_prefix")]
+    pub auth_prefix: String,
+    /// Most records per request, 1..=1000 (default 100); `[sinks.batch] max_records` caps it too.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Send `car_type` and `pay_type` as the spec's Chinese labels (`小型车`, `支付宝`) instead
+    /// of its codes (`"2"`, `"4"`) (default false: codes).
+    #[serde(default)]
+    pub labels: bool,
+    /// `pay_type` code sent for the payment method `other` and for exits without one
+    /// (default `8`: the spec lists 1-7 followed by "...").
+    #[serde(default = "default_pay_type_other_code")]
+    pub pay_type_other_code: String,
+    /// `pay_type` label sent instead of `pay_type_other_code` when `labels` is on (default `其他`).
+    #[serde(default = "default_pay_type_other_label")]
+    pub pay_type_other_label: String,
+    /// `plate_number` sent for a vehicle without plate (default `无牌车`).
+    #[serde(default = "default_no_plate")]
+    pub no_plate: String,
+    /// `car_logo` sent when the event has no brand (default `未知`; may be empty).
+    #[serde(default = "default_unknown_brand")]
+    pub unknown_brand: String,
+    /// Longest photo text the platform accepts, prefix included, in bytes (default 524288 =
+    /// 512 KB); longer photos follow the sink's photo policy.
+    #[serde(default = "default_photo_limit_bytes")]
+    pub photo_limit_bytes: usize,
+    /// Text sent before the base64 JPEG (default `data:image/jpg;base64,` as in the spec's
+    /// example; may be empty).
+    #[serde(default = "default_photo_prefix")]
+    pub photo_prefix: String,
+}
+
+/// A value of `token_extra_fields`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TokenField {
+    /// Plain text, e.g. `"client_credentials"`.
+    Text(String),
+    /// A secret reference, e.g. `{ env = "ISP_PASSWORD" }`.
+    Secret(SecretRef),
+}
+
+fn default_client_id_field() -> String {
+    "client_id".into()
+}
+fn default_client_secret_field() -> String {
+    "client_secret".into()
+}
+fn default_auth_header() -> String {
+    "Authorization".into()
+}
+fn default_auth_prefix() -> String {
+    "Bearer".into()
+}
+fn default_max_batch() -> usize {
+    100
+}
+fn default_pay_type_other_code() -> String {
+    "8".into()
+}
+fn default_pay_type_other_label() -> String {
+    "其他".into()
+}
+fn default_no_plate() -> String {
+    "无牌车".into()
+}
+fn default_unknown_brand() -> String {
+    "未知".into()
+}
+fn default_photo_limit_bytes() -> usize {
+    SPEC_PHOTO_LIMIT
+}
+fn default_photo_prefix() -> String {
+    SPEC_PHOTO_PREFIX.into()
+}
+
+/// How a data request carries the token.
+#[derive(Debug, Clone)]
+pub struct AuthHeader {
+    /// Header name.
+    pub name: HeaderName,
+    /// Text before the token, with its trailing space (empty for a bare token).
+    pub prefix: String,
+}
+
+/// A checked `[sinks.inspur_isp]`, with its secrets resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL without a trailing `/`.
+    pub base_url: String,
+    /// The token request.
+    pub token: TokenRequest,
+    /// The token header of data requests.
+    pub auth: AuthHeader,
+    /// Most records per request, already capped by the sink's batch limit.
+    pub max_batch: usize,
+    /// What the mapping needs.
+    pub map: MapSettings,
+}
+
+impl Config {
+    /// Checks every key and resolves the secrets; errors name the sink and the key.
+    pub fn settings(&self, ctx: &SinkContext<'_>) -> Result<Settings, ConfigError> {
+        let sink = ctx.name;
+        let base_url = check_base_url(&self.base_url).map_err(|e| invalid(sink, "base_url", e))?;
+        self.check_text_keys(sink)?;
+        check_bindings(&ctx.bindings).map_err(|e| invalid(sink, "bindings", e))?;
+        let fields = token_fields(self, ctx.base_dir, sink)?;
+        let token = TokenRequest { url: format!("{base_url}{TOKEN_PATH}"), fields };
+        let auth = auth_header(&self.auth_header, &self.auth_prefix, sink)?;
+        let max_batch = self.max_batch.min(ctx.max_records).max(1);
+        Ok(Settings { base_url, token, auth, max_batch, map: self.map_settings(ctx.photo) })
+    }
+
+    fn check_text_keys(&self, sink: &str) -> Result<(), ConfigError> {
+        let checks = [
+            ("client_id", self.client_id.trim().is_empty(), "must not be empty"),
+            ("max_batch", !(1..=MAX_BATCH_LIMIT).contains(&self.max_batch), "must be between 1 and 1000"),
+            ("pay_type_other_code", self.pay_type_other_code.trim().is_empty(), "must not be empty"),
+            ("pay_type_other_label", self.pay_type_other_label.trim().is_empty(), "must not be empty"),
+            ("no_plate", self.no_plate.trim().is_empty(), "must not be empty: the platform requires a plate"),
+            (
+                "photo_limit_bytes",
+                self.photo_limit_bytes < self.photo_prefix.len() + MIN_PHOTO_LIMIT,
+                "must leave at least 4096 bytes for the photo after photo_prefix",
+            ),
+        ];
+        match checks.into_iter().find(|(_, bad, _)| *bad) {
+            Some((key, _, problem)) => Err(invalid(sink, key, problem)),
+            None => Ok(()),
+        }
+    }
+
+    fn map_settings(&self, photo_policy: PhotoPolicy) -> MapSettings {
+        MapSettings {
+            labels: self.labels,
+            pay_type_other_code: self.pay_type_other_code.clone(),
+            pay_type_other_label: self.pay_type_other_label.clone(),
+            no_plate: self.no_plate.clone(),
+            unknown_brand: self.unknown_brand.clone(),
+            photo_limit: self.photo_limit_bytes,
+            photo_prefix: self.photo_prefix.clone(),
+            photo_policy,
+        }
+    }
+}
+
+/// The token request's fields in order (id, secret, extras), secrets resolved from `base_dir`.
+/// Shared with the simulator, which expects exactly these.
+pub fn token_fields(cfg: &Config, base_dir: &Path, sink: &str) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let names = [("client_id_field", &cfg.client_id_field), ("client_secret_field", &cfg.client_secret_field)];
+    for (key, name) in names {
+        if name.trim().is_empty() {
+            return Err(invalid(sink, key, "must not be empty"));
+        }
+    }
+    if cfg.client_id_field == cfg.client_secret_field {
+        return Err(invalid(sink, "client_secret_field", "must differ from client_id_field"));
+    }
+    let secret = resolve(&cfg.client_secret, base_dir, sink, "client_secret")?;
+    let mut fields = vec![
+        (cfg.client_id_field.clone(), Secret::new(cfg.client_id.clone())),
+        (cfg.client_secret_field.clone(), secret),
+    ];
+    for (name, value) in &cfg.token_extra_fields {
+        let key = format!("token_extra_fields.{name}");
+        if name.trim().is_empty() || fields.iter().any(|(n, _)| n == name) {
+            return Err(invalid(sink, &key, "must be a new, non-empty field name"));
+        }
+        let value = match value {
+            TokenField::Text(text) => Secret::new(text.clone()),
+            TokenField::Secret(r) => resolve(r, base_dir, sink, &key)?,
+        };
+        fields.push((name.clone(), value));
+    }
+    Ok(fields)
+}
+
+fn resolve(r: &SecretRef, base_dir: &Path, sink: &str, key: &str) -> Result<Secret, ConfigError> {
+    r.resolve(base_dir).map_err(|source| ConfigError::Secret { context: format!("sink {sink:?} {key}"), source })
+}
+
+fn check_base_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{text:?} must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not carry a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// The platform deletes several lots in one call by joining their codes with `,`, so a
+/// code containing one would delete the wrong lots.
+fn check_bindings(bindings: &Bindings) -> Result<(), String> {
+    match bindings.iter().find(|b| b.vendor_lot.contains(',')) {
+        Some(b) => Err(format!("lot {:?}: vendor_lot {:?} must not contain ','", b.lot, b.vendor_lot)),
+        None => Ok(()),
+    }
+}
+
+fn auth_header(name: &str, prefix: &str, sink: &str) -> Result<AuthHeader, ConfigError> {
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| invalid(sink, "auth_header", format!("{name:?} is not a valid header name")))?;
+    let prefix = prefix.trim();
+    if HeaderValue::from_str(prefix).is_err() || prefix.contains(' ') {
+        return Err(invalid(sink, "auth_prefix", format!("{prefix:?} must be one word of visible ASCII")));
+    }
+    let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix} ") };
+    Ok(AuthHeader { name, prefix })
+}
+
+fn invalid(sink: &str, key: &str, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid(format!("sink {sink:?}: {key}: {problem}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Binding;
+    use std::sync::Arc;
+
+    const MINIMAL: &str = r#"
+        base_url = "http://127.0.0.1:9/isp/"
+        client_id = "dongyinglamp"
+        client_secret = { value = "s3cr3t-value" }
+    "#;
+
+    fn parse(extra: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(&format!("{MINIMAL}\n{extra}"))
+    }
+
+    fn settings_of(cfg: &Config, bindings: Vec<Binding>) -> Result<Settings, ConfigError> {
+        let ctx = SinkContext {
+            name: "isp-east",
+            bindings: Arc::new(Bindings::from_list(bindings)),
+            photo: PhotoPolicy::Recompress,
+            max_records: 500,
+            base_dir: Path::new("."),
+            http: reqwest::Client::new(),
+        };
+        cfg.settings(&ctx)
+    }
+
+    fn error_of(extra: &str) -> String {
+        let cfg = parse(extra).unwrap();
+        settings_of(&cfg, Vec::new()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec_notes() {
+        let s = settings_of(&parse("").unwrap(), Vec::new()).unwrap();
+        assert_eq!(s.base_url, "http://127.0.0.1:9/isp");
+        assert_eq!(s.token.url, "http://127.0.0.1:9/isp/oauth/token");
+        let names: Vec<&str> = s.token.fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["client_id", "client_secret"]);
+        assert_eq!((s.auth.name.as_str(), s.auth.prefix.as_str()), ("authorization", "Bearer "));
+        assert_eq!(s.max_batch, 100);
+        assert!(!s.map.labels);
+        assert_eq!(s.map.pay_type_other_code, "8");
+        assert_eq!((s.map.no_plate.as_str(), s.map.unknown_brand.as_str()), ("无牌车", "未知"));
+        assert_eq!((s.map.photo_limit, s.map.photo_prefix.as_str()), (524_288, "data:image/jpg;base64,"));
+    }
+
+    #[test]
+    fn extra_token_fields_and_custom_names() {
+        std::env::set_var("LOTBRIDGE_ISP_TEST_PASSWORD", "pw-from-env");
+        let cfg = parse(
+            r#"
+            client_id_field = "clientId"
+            client_secret_field = "clientSecret"
+            auth_prefix = ""
+            token_extra_fields = { grant_type = "client_credentials", password = { env = "LOTBRIDGE_ISP_TEST_PASSWORD" } }
+            "#,
+        )
+        .unwrap();
+        let s = settings_of(&cfg, Vec::new()).unwrap();
+        let fields: Vec<(&str, &str)> = s.token.fields.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            fields,
+            [
+                ("clientId", "dongyinglamp"),
+                ("clientSecret", "s3cr3t-value"),
+                ("grant_type", "client_credentials"),
+                ("password", "pw-from-env")
+            ]
+        );
+        assert_eq!(s.auth.prefix, "");
+    }
+
+    #[test]
+    fn batch_is_capped_by_the_sink() {
+        let cfg = parse("max_batch = 800").unwrap();
+        assert_eq!(settings_of(&cfg, Vec::new()).unwrap().max_batch, 500, "[sinks.batch] max_records = 500");
+    }
+
+    #[test]
+    fn errors_name_sink_and_key() {
+        let cases = [
+            ("max_batch = 0", "max_batch"),
+            ("max_batch = 1001", "max_batch"),
+            ("no_plate = \" \"", "no_plate"),
+            ("pay_type_other_code = \"\"", "pay_type_other_code"),
+            ("photo_limit_bytes = 100", "photo_limit_bytes"),
+            ("auth_header = \"bad header\"", "auth_header"),
+            ("auth_prefix = \"Bearer x\"", "auth_prefix"),
+            ("client_secret_field = \"client_id\"", "client_secret_field"),
+            ("token_extra_fields = { client_id = \"again\" }", "token_extra_fields.client_id"),
+        ];
+        for (extra, key) in cases {
+            let err = error_of(extra);
+            assert!(err.starts_with(&format!("sink \"isp-east\": {key}:")), "{extra} -> {err}");
+        }
+    }
+
+    #[test]
+    fn bad_base_urls_are_rejected() {
+        let mut cfg = parse("").unwrap();
+        for (url, problem) in [("not a url", "is not a URL"), ("ftp://x", "must be an http:// or https:// URL")] {
+            cfg.base_url = url.into();
+            let err = settings_of(&cfg, Vec::new()).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("sink \"isp-east\": base_url: {url:?} {problem}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse("label = true").unwrap_err().to_string();
+        assert!(err.contains("unknown field `label`"), "{err}");
+    }
+
+    #[test]
+    fn comma_in_a_vendor_lot_is_refused() {
+        let binding = Binding { lot: "P1".into(), vendor_lot: "ATXL/1,ATXL/2".into(), token: None };
+        let err = settings_of(&parse("").unwrap(), vec![binding]).unwrap_err().to_string();
+        assert!(err.contains("bindings: lot \"P1\""), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_names_the_key_not_the_value() {
+        let mut cfg = parse("").unwrap();
+        cfg.client_secret = SecretRef::Env("LOTBRIDGE_ISP_TEST_UNSET".into());
+        let err = settings_of(&cfg, Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("sink \"isp-east\" client_secret"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_printed() {
+        let cfg = parse("token_extra_fields = { password = { value = \"hunter2-pw\" } }").unwrap();
+        let s = settings_of(&cfg, Vec::new()).unwrap();
+        let printed = format!("{cfg:?} {s:?}");
+        assert!(!printed.contains("s3cr3t-value") && !printed.contains("hunter2-pw"), "{printed}");
+    }
+}

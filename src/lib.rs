@@ -14,6 +14,7 @@
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod engine;

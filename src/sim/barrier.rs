@@ -382,8 +382,11 @@ mod tests {
         })
     }
 
-    /// The error for the spec's example with `changes` applied (`None` removes the key).
-    fn problem(changes: &[(&str, Option<Value>)]) -> String {
+    /// Keys to set on the spec's example (`None` removes the key).
+    type Changes = Vec<(&'static str, Option<Value>)>;
+
+    /// The error for the spec's example with `changes` applied.
+    fn problem(changes: &Changes) -> String {
         let mut body = spec_example();
         let obj = body.as_object_mut().unwrap();
         for (key, value) in changes {
@@ -406,7 +409,7 @@ mod tests {
 
     #[test]
     fn each_broken_field_is_named() {
-        let cases: Vec<(&str, Vec<(&str, Option<Value>)>)> = vec![
+        let cases: Vec<(&str, Changes)> = vec![
             ("plateNo", vec![("plateNo", None)]),
             ("telephone", vec![("generateObj", Some(json!(2))), ("telephone", None)]),
             ("generateObj", vec![("generateObj", Some(json!("3")))]),

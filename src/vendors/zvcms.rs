@@ -144,8 +144,10 @@ impl ZvcmsAdapter {
             token: &token,
             action: ACTION,
         };
-        // Serializing a struct of strings cannot fail; `{}` would be refused by the vendor.
-        let mut out = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
+        let Ok(mut out) = serde_json::to_vec(&envelope) else {
+            // Unreachable (strings always serialize); an empty body would be refused visibly.
+            return Bytes::new();
+        };
         out.pop(); // the closing brace: `Params` goes last, as in the spec's example
         out.extend_from_slice(b",\"Params\":");
         out.extend_from_slice(params);

@@ -255,7 +255,8 @@ fn check_bindings(bindings: &Bindings) -> Result<(), String> {
     }
 }
 
-fn auth_header(name: &str, prefix: &str, sink: &str) -> Result<AuthHeader, ConfigError> {
+/// The checked `auth_header` and `auth_prefix`. Shared with the simulator, which expects them.
+pub fn auth_header(name: &str, prefix: &str, sink: &str) -> Result<AuthHeader, ConfigError> {
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| invalid(sink, "auth_header", format!("{name:?} is not a valid header name")))?;
     let prefix = prefix.trim();

@@ -16,6 +16,7 @@ pub use config::{Config, TokenField};
 use crate::auth::{TokenCache, TokenError, TokenPolicy};
 use crate::config::{Bindings, ConfigError, SinkContext};
 use crate::event::Event;
+use crate::secret::Secret;
 use crate::vendors::{
     Adapter, Endpoint, HttpRequest, HttpResponse, MapError, Mapping, PrepareError, VendorKind, Verdict,
 };
@@ -25,6 +26,7 @@ use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::Method;
 use mapping::Endpoints;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The adapter of one `[sinks.inspur_isp]` sink.
@@ -33,6 +35,10 @@ pub struct IspAdapter {
     bindings: Arc<Bindings>,
     endpoints: Endpoints,
     tokens: TokenCache,
+    /// Set by [`Adapter::invalidate_auth`]; the next attempt forgets its token. The cache's
+    /// synchronous `invalidate_now` gives up while another lane holds it, and a lost
+    /// invalidation would resend the refused token.
+    refused: AtomicBool,
 }
 
 impl fmt::Debug for IspAdapter {
@@ -54,6 +60,7 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<IspAdapter, ConfigEr
         tokens: TokenCache::new(Box::new(fetcher), TokenPolicy::default()),
         bindings: ctx.bindings.clone(),
         settings,
+        refused: AtomicBool::new(false),
     })
 }
 
@@ -61,6 +68,16 @@ impl IspAdapter {
     /// The endpoints this sink sends to, with their batch limits.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
+    }
+
+    /// A token for one attempt: a fresh one after the vendor refused the last.
+    async fn token(&self) -> Result<Secret, PrepareError> {
+        let token = self.tokens.get().await.map_err(prepare_error)?;
+        if !self.refused.swap(false, Ordering::SeqCst) {
+            return Ok(token);
+        }
+        self.tokens.invalidate(&token).await;
+        self.tokens.get().await.map_err(prepare_error)
     }
 
     fn headers(&self, token: &str) -> Result<HeaderMap, PrepareError> {
@@ -108,7 +125,7 @@ impl Adapter for IspAdapter {
         if self.bindings.get(lot).is_none() {
             return Err(PrepareError::Unbound);
         }
-        let token = self.tokens.get().await.map_err(prepare_error)?;
+        let token = self.token().await?;
         let (method, path) = route(endpoint.name);
         let headers = self.headers(token.expose())?;
         Ok(HttpRequest { method, url: format!("{}{path}", self.settings.base_url), headers, body: data.clone() })
@@ -119,7 +136,7 @@ impl Adapter for IspAdapter {
     }
 
     fn invalidate_auth(&self) {
-        self.tokens.invalidate_now();
+        self.refused.store(true, Ordering::SeqCst);
     }
 
     async fn check_auth(&self) -> Result<(), PrepareError> {

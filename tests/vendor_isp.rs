@@ -9,7 +9,9 @@ use lotbridge::photo::{DropReason, PhotoOutcome, PhotoPolicy};
 use lotbridge::sim::isp::Simulator;
 use lotbridge::sim::{Failure, Recorded, SimServer};
 use lotbridge::vendors::isp::{build, Config, IspAdapter};
-use lotbridge::vendors::{Adapter, Endpoint, HttpResponse, Mapped, Mapping, PrepareError, RetryReason, Verdict};
+use lotbridge::vendors::{
+    Adapter, Endpoint, HttpResponse, Mapped, Mapping, PrepareError, RetryReason, SkipReason, Verdict,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -40,9 +42,13 @@ fn config(base_url: &str, secret: &str, extra: &str) -> Config {
 }
 
 fn adapter(cfg: &Config, photo: PhotoPolicy, http: &reqwest::Client) -> IspAdapter {
+    adapter_for(cfg, photo, http, bindings())
+}
+
+fn adapter_for(cfg: &Config, photo: PhotoPolicy, http: &reqwest::Client, bindings: Arc<Bindings>) -> IspAdapter {
     let ctx = SinkContext {
         name: "isp-test",
-        bindings: bindings(),
+        bindings,
         photo,
         max_records: 100,
         base_dir: Path::new("."),
@@ -376,4 +382,38 @@ async fn simulator_from_config_expects_the_configured_token_fields() {
 
     let default_fields = adapter(&config(&rig.server.base_url(), CLIENT_SECRET, ""), PhotoPolicy::Drop, &rig.http);
     assert!(matches!(default_fields.check_auth().await, Err(PrepareError::AuthRejected(_))));
+}
+
+#[tokio::test]
+async fn every_valid_contract_example_is_accepted() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/examples/valid");
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        events.push((path.display().to_string(), lotbridge::event::decode(&std::fs::read(&path).unwrap()).unwrap()));
+    }
+    let mut lots: Vec<String> = events.iter().map(|(_, e)| e.lot.clone()).collect();
+    lots.sort();
+    lots.dedup();
+    let vendor_lot = |lot: &str| format!("ISP-{lot}");
+    let list = lots.iter().map(|l| Binding { lot: l.clone(), vendor_lot: vendor_lot(l), token: None }).collect();
+    let sim = Simulator::new(CLIENT_ID, CLIENT_SECRET).with_lots(lots.iter().map(|l| vendor_lot(l)));
+    let server = start(sim).await;
+    let http = reqwest::Client::new();
+    let cfg = config(&server.base_url(), CLIENT_SECRET, "");
+    let adapter = adapter_for(&cfg, PhotoPolicy::Recompress, &http, Arc::new(Bindings::from_list(list)));
+    let rig = Rig { server, adapter, http };
+    let mut delivered = 0;
+    for (path, event) in &events {
+        match rig.adapter.map(event) {
+            Ok(Mapping::Record(m)) => {
+                assert_eq!(rig.deliver(&event.lot, m.endpoint, &[&m.record]).await, Verdict::Delivered, "{path}");
+                delivered += 1;
+            }
+            Ok(Mapping::Skip(reason)) => assert_eq!(reason, SkipReason::TypeNotHandled, "{path}"),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+    assert_eq!(rig.server.control.records().len(), delivered);
+    assert!(delivered >= 10, "{delivered}");
 }

@@ -51,9 +51,9 @@ impl Kafka {
     pub async fn produce_all(&self, topic: &str, records: &[(String, Vec<u8>)]) {
         let mut pending = Vec::with_capacity(records.len());
         for (key, value) in records {
-            let record = FutureRecord::to(topic).key(key.as_str()).payload(value.as_slice());
             loop {
-                match self.producer.send_result(record.clone()) {
+                let record = FutureRecord::to(topic).key(key.as_str()).payload(value.as_slice());
+                match self.producer.send_result(record) {
                     Ok(f) => {
                         pending.push(f);
                         break;
@@ -155,6 +155,10 @@ pub struct Running {
 
 impl Running {
     pub fn start(loaded: Loaded) -> Running {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let metrics = Metrics::new().expect("metrics");
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("rt");
         let engine = {

@@ -1,0 +1,255 @@
+//! The delivery engine end to end: events produced to librdkafka's mock cluster, the real
+//! engine, and the vendor simulators on 127.0.0.1.
+
+mod common;
+
+use common::{eventually, header, vehicle, Kafka, Running};
+use lotbridge::sim::{self, Failure, SimServer};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A configuration with one Bingzhouxing sink per `(name, lots)`, each against its own
+/// simulator; returns the config text and the simulators by sink name.
+async fn bzx_setup(kafka: &Kafka, topic: &str, sinks: &[(&str, &[&str])], extra: &str) -> (String, HashMap<String, SimServer>) {
+    let mut toml = format!(
+        "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
+         dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
+         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n",
+        kafka.brokers
+    );
+    let mut sims = HashMap::new();
+    for (name, lots) in sinks {
+        let bindings: Vec<String> = lots
+            .iter()
+            .enumerate()
+            .map(|(i, lot)| format!("{{ lot = \"{lot}\", vendor_lot = \"{}\", token = {{ value = \"tok-{lot}\" }} }}", 350 + i))
+            .collect();
+        let sink = format!(
+            "\n[[sinks]]\nname = \"{name}\"\nbindings = [{}]\n{extra}\n[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n\
+             [sinks.batch]\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
+            bindings.join(", ")
+        );
+        let probe = common::load(&format!("{toml}{}", sink.replace("{url}", "http://127.0.0.1:1")));
+        let loaded = probe.sinks.last().expect("sink");
+        let cfg = loaded.config.bingzhouxing.as_ref().expect("bzx");
+        let server = sim::bingzhouxing::Simulator::from_config(cfg, &loaded.bindings, std::path::Path::new("."))
+            .expect("sim")
+            .start("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start");
+        toml.push_str(&sink.replace("{url}", &server.base_url()));
+        sims.insert(name.to_string(), server);
+    }
+    (toml, sims)
+}
+
+/// Plates of the carInOut records a simulator accepted, in arrival order.
+fn plates(server: &SimServer) -> Vec<String> {
+    server.control.records_for("carInOut").iter().map(|r| r.record["carNo"].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn plate(i: usize) -> String {
+    format!("晋A{i:05}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_in_out_events_arrive_in_order_in_batches_of_at_most_100() {
+    let kafka = Kafka::new();
+    kafka.topic("t1", 3);
+    let (toml, sims) = bzx_setup(&kafka, "t1", &[("bzx", &["P1"])], "").await;
+    let records: Vec<(String, Vec<u8>)> =
+        (0..1000).map(|i| ("P1".to_string(), vehicle(&format!("e{i}"), "P1", &plate(i), i % 2 == 1))).collect();
+    kafka.produce_all("t1", &records).await;
+    let engine = Running::start(common::load(&toml));
+    let sim = &sims["bzx"];
+    assert!(eventually(WAIT, || async { plates(sim).len() >= 1000 }).await, "delivered {}", plates(sim).len());
+    engine.stop().await;
+    let got = plates(sim);
+    let want: Vec<String> = (0..1000).map(plate).collect();
+    assert_eq!(got, want, "every record once, in produced order");
+    let requests: Vec<_> = sim.control.requests().into_iter().filter(|r| r.endpoint == "carInOut").collect();
+    assert!(requests.iter().all(|r| r.records <= 100), "batches over 100");
+    assert!(requests.len() < 100, "records were batched: {} requests", requests.len());
+    let committed: i64 = kafka.committed("g-t1.bzx", "t1", 3).iter().map(|o| o.max(&0)).sum();
+    assert_eq!(committed, 1000, "offsets committed past every delivered record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_per_lot_survives_vendor_failures_and_other_lots_flow() {
+    let kafka = Kafka::new();
+    kafka.topic("t2", 2);
+    let (toml, sims) = bzx_setup(&kafka, "t2", &[("bzx", &["A", "B", "C"])], "").await;
+    let sim = &sims["bzx"];
+    sim.control.fail_next(6, Failure::Status(500));
+    sim.control.fail_next(3, Failure::Code("2000".into()));
+    let records: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| {
+            let lot = ["A", "B", "C"][i % 3];
+            (lot.to_string(), vehicle(&format!("e{i}"), lot, &plate(i), (i / 3) % 2 == 1))
+        })
+        .collect();
+    let engine = Running::start(common::load(&toml));
+    kafka.produce_all("t2", &records).await;
+    assert!(eventually(WAIT, || async { plates(sim).len() >= 600 }).await, "delivered {}", plates(sim).len());
+    engine.stop().await;
+    let got = plates(sim);
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), 600, "nothing lost");
+    for lot in 0..3 {
+        let mine: Vec<usize> =
+            got.iter().map(|p| p.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<usize>().unwrap()).filter(|i| i % 3 == lot).collect();
+        let mut sorted = mine.clone();
+        sorted.sort();
+        sorted.dedup();
+        let firsts: Vec<usize> = dedup_keep_first(&mine);
+        assert_eq!(firsts, sorted, "lot {lot} out of order");
+    }
+    assert!(engine_retries(&sims["bzx"]) >= 9, "the failures were answered");
+}
+
+fn dedup_keep_first(v: &[usize]) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    v.iter().copied().filter(|x| seen.insert(*x)).collect()
+}
+
+fn engine_retries(sim: &SimServer) -> usize {
+    sim.control.requests().iter().filter(|r| r.status != 200 || r.code.as_deref().is_some_and(|c| c != "0" && c != "200")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_events_and_permanent_errors_are_dead_lettered_and_consumption_goes_on() {
+    let kafka = Kafka::new();
+    kafka.topic("t3", 1);
+    kafka.topic("t3.dlq", 1);
+    let (toml, sims) = bzx_setup(&kafka, "t3", &[("bzx", &["P1", "P2"])], "").await;
+    let sim = &sims["bzx"];
+    kafka.produce("t3", "P1", b"{not json").await;
+    kafka.produce("t3", "P1", &common::event("bad", "spaces.changed", "P1", json!({"total": 5, "free": 9}))).await;
+    kafka.produce("t3", "P1", &vehicle("ok1", "P1", &plate(1), false)).await;
+    kafka.produce("t3", "P9", &vehicle("unbound", "P9", &plate(9), false)).await;
+    kafka.produce("t3", "P1", &vehicle("ok2", "P1", &plate(2), true)).await;
+    let engine = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { plates(sim).len() >= 2 }).await);
+    assert!(eventually(WAIT, || async { kafka.read_all("t3.dlq").len() >= 2 }).await, "two dead letters");
+    // A permanent vendor error: the platform does not know the lot (code 1000).
+    sim.control.fail_next(1, Failure::Code("1000".into()));
+    kafka.produce("t3", "P2", &vehicle("refused", "P2", &plate(3), false)).await;
+    assert!(eventually(WAIT, || async { kafka.read_all("t3.dlq").len() >= 3 }).await, "three dead letters");
+    kafka.produce("t3", "P2", &vehicle("after", "P2", &plate(4), false)).await;
+    assert!(eventually(WAIT, || async { plates(sim).contains(&plate(4)) }).await, "consumption went on");
+    engine.stop().await;
+    let dlq = kafka.read_all("t3.dlq");
+    let stages: Vec<String> = dlq.iter().filter_map(|m| header(m, "lotbridge.stage")).collect();
+    assert_eq!(stages, ["decode", "decode", "deliver"]);
+    let free = dlq.iter().find(|m| header(m, "lotbridge.original.offset").as_deref() == Some("1")).expect("offset 1");
+    assert!(header(free, "lotbridge.error").unwrap().contains("data.free"), "the reason names the field");
+    assert_eq!(header(free, "lotbridge.sink").as_deref(), Some("bzx"));
+    assert_eq!(header(free, "lotbridge.original.topic").as_deref(), Some("t3"));
+    use rdkafka::Message;
+    assert_eq!(free.key(), Some(&b"P1"[..]));
+    assert_eq!(dlq[0].payload(), Some(&b"{not json"[..]), "the original bytes");
+    let refused = &dlq[2];
+    assert!(header(refused, "lotbridge.error").unwrap().contains("1000"));
+    assert_eq!(kafka.committed("g-t3.bzx", "t3", 1), vec![7], "every record has an outcome");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_and_restart_lose_nothing() {
+    let kafka = Kafka::new();
+    kafka.topic("t4", 4);
+    let lots: Vec<String> = (0..20).map(|i| format!("L{i}")).collect();
+    let lot_refs: Vec<&str> = lots.iter().map(String::as_str).collect();
+    let (toml, sims) = bzx_setup(&kafka, "t4", &[("bzx", &lot_refs)], "").await;
+    let sim = &sims["bzx"];
+    let records: Vec<(String, Vec<u8>)> = (0..2000)
+        .map(|i| {
+            let lot = &lots[i % 20];
+            (lot.clone(), vehicle(&format!("e{i}"), lot, &plate(i), false))
+        })
+        .collect();
+    kafka.produce_all("t4", &records).await;
+    sim.control.set_latency(Duration::from_millis(20));
+    sim.control.fail_next(10, Failure::Status(503));
+    let first = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { plates(sim).len() >= 500 }).await);
+    first.kill();
+    sim.control.set_latency(Duration::ZERO);
+    let second = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { plates(sim).iter().collect::<HashSet<_>>().len() >= 2000 }).await);
+    second.stop().await;
+    let got: HashSet<String> = plates(sim).into_iter().collect();
+    assert_eq!(got.len(), 2000, "every event reached the vendor at least once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_sink_down_does_not_hold_back_another() {
+    let kafka = Kafka::new();
+    kafka.topic("t5", 2);
+    let (toml, sims) = bzx_setup(&kafka, "t5", &[("down", &["P1", "P2"]), ("up", &["P1", "P2"])], "").await;
+    sims["down"].control.refuse_for(Duration::from_secs(3600));
+    let engine = Running::start(common::load(&toml));
+    let records: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            let lot = if i % 2 == 0 { "P1" } else { "P2" };
+            (lot.to_string(), vehicle(&format!("e{i}"), lot, &plate(i), false))
+        })
+        .collect();
+    kafka.produce_all("t5", &records).await;
+    assert!(eventually(WAIT, || async { plates(&sims["up"]).len() >= 300 }).await, "the healthy sink delivered all");
+    assert!(plates(&sims["down"]).is_empty());
+    let retries = engine.metrics.count(&engine.metrics.retries, &["down", "transport"]);
+    assert!(retries > 0, "the down sink kept retrying");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn space_counts_coalesce_while_the_vendor_is_down() {
+    let kafka = Kafka::new();
+    kafka.topic("t6", 1);
+    let (toml, sims) = bzx_setup(&kafka, "t6", &[("bzx", &["P1"])], "").await;
+    let sim = &sims["bzx"];
+    sim.control.refuse_for(Duration::from_secs(4));
+    let engine = Running::start(common::load(&toml));
+    let records: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| ("P1".to_string(), common::event(&format!("s{i}"), "spaces.changed", "P1", json!({"total": 2000, "free": i}))))
+        .collect();
+    kafka.produce_all("t6", &records).await;
+    let last = || sim.control.records_for("parkSpace").last().map(|r| r.record["surplusSpace"].clone());
+    assert!(eventually(WAIT, || async { last() == Some(json!(999)) }).await, "the latest value arrived");
+    engine.stop().await;
+    let sent = sim.control.records_for("parkSpace").len();
+    assert!(sent <= 10, "1,000 updates became {sent} requests");
+    assert_eq!(kafka.committed("g-t6.bzx", "t6", 1), vec![1000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_partitions_and_one_finishes_when_the_other_stops() {
+    let kafka = Kafka::new();
+    kafka.topic("t7", 4);
+    let lots: Vec<String> = (0..8).map(|i| format!("L{i}")).collect();
+    let lot_refs: Vec<&str> = lots.iter().map(String::as_str).collect();
+    let (toml, sims) = bzx_setup(&kafka, "t7", &[("bzx", &lot_refs)], "").await;
+    let sim = &sims["bzx"];
+    let a = Running::start(common::load(&toml));
+    let b = Running::start(common::load(&toml));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let records: Vec<(String, Vec<u8>)> = (0..1600)
+        .map(|i| {
+            let lot = &lots[i % 8];
+            (lot.clone(), vehicle(&format!("e{i}"), lot, &plate(i), false))
+        })
+        .collect();
+    sim.control.set_latency(Duration::from_millis(10));
+    kafka.produce_all("t7", &records[..800]).await;
+    assert!(eventually(WAIT, || async { plates(sim).len() >= 200 }).await);
+    let both = a.metrics.count(&a.metrics.consumed, &["bzx", "t7"]) > 0 && b.metrics.count(&b.metrics.consumed, &["bzx", "t7"]) > 0;
+    a.stop().await;
+    kafka.produce_all("t7", &records[800..]).await;
+    sim.control.set_latency(Duration::ZERO);
+    assert!(eventually(WAIT, || async { plates(sim).iter().collect::<HashSet<_>>().len() >= 1600 }).await);
+    b.stop().await;
+    assert!(both, "both instances consumed a share");
+}

@@ -85,14 +85,27 @@ impl Engine {
             let _ = task.await;
         }
         self.drain(Duration::from_millis(self.kafka.drain_timeout_ms)).await;
+        for sink in &self.sinks {
+            sink.stop();
+        }
         for (sink, consumer) in self.sinks.iter().zip(&consumers) {
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(sink = sink.name(), error = %e, "nothing to commit at shutdown");
             }
+            // Leave the group now so the partitions move to other replicas at once.
+            consumer.unsubscribe();
         }
+        self.wait_lanes_gone(Duration::from_secs(5)).await;
         self.output.flush(Duration::from_secs(5));
         tracing::info!("stopped");
         Ok(())
+    }
+
+    async fn wait_lanes_gone(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.sinks.iter().any(|s| s.lane_count() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn drain(&self, timeout: Duration) {

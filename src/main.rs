@@ -83,5 +83,6 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<config::Loaded> {
-    Config::load(path, reqwest::Client::new()).with_context(|| format!("configuration {} is not usable", path.display()))
+    Config::load(path, reqwest::Client::new())
+        .with_context(|| format!("configuration {} is not usable", path.display()))
 }

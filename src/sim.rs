@@ -330,8 +330,43 @@ pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Starts a simulator for every sink of a configuration (completed once every vendor's
-/// simulator has landed).
-pub async fn start_for_config(_loaded: &crate::config::Loaded) -> anyhow::Result<Vec<(String, SimServer)>> {
-    anyhow::bail!("simulate: not every vendor simulator is available in this build yet")
+/// Starts a simulator for every sink of a configuration, listening on the host and port of
+/// its `base_url` (port 0 picks a free one). Returns (sink name, server) pairs.
+pub async fn start_for_config(loaded: &crate::config::Loaded) -> anyhow::Result<Vec<(String, SimServer)>> {
+    use anyhow::Context as _;
+    let mut servers = Vec::new();
+    let base = std::path::Path::new(".");
+    for sink in &loaded.sinks {
+        let c = &sink.config;
+        let (url, server) = if let Some(v) = &c.bingzhouxing {
+            let addr = listen_addr(&v.base_url)?;
+            (&v.base_url, bingzhouxing::Simulator::from_config(v, &sink.bindings, base)?.start(addr).await)
+        } else if let Some(v) = &c.inspur_isp {
+            let addr = listen_addr(&v.base_url)?;
+            (&v.base_url, isp::Simulator::from_config(v, &sink.bindings, base)?.start(addr).await)
+        } else if let Some(v) = &c.barrier_coupon {
+            let addr = listen_addr(&v.base_url)?;
+            (&v.base_url, barrier::Simulator::from_config(v, &sink.bindings, base)?.start(addr).await)
+        } else if let Some(v) = &c.zvcms {
+            let addr = listen_addr(&v.base_url)?;
+            (&v.base_url, zvcms::Simulator::from_config(v, &sink.bindings, base)?.start(addr).await)
+        } else {
+            continue;
+        };
+        let server = server.with_context(|| format!("sink {}: cannot listen for {url}", c.name))?;
+        servers.push((c.name.clone(), server));
+    }
+    Ok(servers)
+}
+
+/// The socket address of an `http://127.0.0.1:PORT/...` base URL (simulators serve loopback only).
+fn listen_addr(base_url: &str) -> anyhow::Result<SocketAddr> {
+    let rest =
+        base_url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{base_url}: simulators speak http://"))?;
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let addr: SocketAddr = host_port.parse().map_err(|_| anyhow::anyhow!("{base_url}: write http://127.0.0.1:PORT"))?;
+    if !addr.ip().is_loopback() {
+        anyhow::bail!("{base_url}: simulators listen on loopback addresses only");
+    }
+    Ok(addr)
 }

@@ -224,6 +224,9 @@ pub enum PrepareError {
     /// The lot has no binding (it was removed from the config while records were queued).
     #[error("lot has no binding for this sink")]
     Unbound,
+    /// The engine asked for something the adapter does not have (a bug, not bad data).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// A configured sink's vendor logic, as the engine calls it.
@@ -245,8 +248,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// Classifies a response (pure).
     fn classify(&self, endpoint: &Endpoint, response: &HttpResponse) -> Verdict;
 
-    /// Forgets the current token after the vendor refused it (no-op for signature-only vendors).
-    fn invalidate_auth(&self) {}
+    /// Forgets the token the vendor refused, given the headers of the refused request (a
+    /// newer token fetched meanwhile stays). No-op for signature-only vendors.
+    async fn invalidate_auth(&self, _refused: &http::HeaderMap) {}
 
     /// Checks that the credentials work (fetches a token); used by readiness.
     async fn check_auth(&self) -> Result<(), PrepareError> {

@@ -13,7 +13,12 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A configuration with one Bingzhouxing sink per `(name, lots)`, each against its own
 /// simulator; returns the config text and the simulators by sink name.
-async fn bzx_setup(kafka: &Kafka, topic: &str, sinks: &[(&str, &[&str])], extra: &str) -> (String, HashMap<String, SimServer>) {
+async fn bzx_setup(
+    kafka: &Kafka,
+    topic: &str,
+    sinks: &[(&str, &[&str])],
+    extra: &str,
+) -> (String, HashMap<String, SimServer>) {
     let mut toml = format!(
         "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
          dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
@@ -25,7 +30,9 @@ async fn bzx_setup(kafka: &Kafka, topic: &str, sinks: &[(&str, &[&str])], extra:
         let bindings: Vec<String> = lots
             .iter()
             .enumerate()
-            .map(|(i, lot)| format!("{{ lot = \"{lot}\", vendor_lot = \"{}\", token = {{ value = \"tok-{lot}\" }} }}", 350 + i))
+            .map(|(i, lot)| {
+                format!("{{ lot = \"{lot}\", vendor_lot = \"{}\", token = {{ value = \"tok-{lot}\" }} }}", 350 + i)
+            })
             .collect();
         let sink = format!(
             "\n[[sinks]]\nname = \"{name}\"\nbindings = [{}]\n{extra}\n[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n\
@@ -48,7 +55,12 @@ async fn bzx_setup(kafka: &Kafka, topic: &str, sinks: &[(&str, &[&str])], extra:
 
 /// Plates of the carInOut records a simulator accepted, in arrival order.
 fn plates(server: &SimServer) -> Vec<String> {
-    server.control.records_for("carInOut").iter().map(|r| r.record["carNo"].as_str().unwrap_or("").to_string()).collect()
+    server
+        .control
+        .records_for("carInOut")
+        .iter()
+        .map(|r| r.record["carNo"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 fn plate(i: usize) -> String {
@@ -99,8 +111,11 @@ async fn order_per_lot_survives_vendor_failures_and_other_lots_flow() {
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), 600, "nothing lost");
     for lot in 0..3 {
-        let mine: Vec<usize> =
-            got.iter().map(|p| p.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<usize>().unwrap()).filter(|i| i % 3 == lot).collect();
+        let mine: Vec<usize> = got
+            .iter()
+            .map(|p| p.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<usize>().unwrap())
+            .filter(|i| i % 3 == lot)
+            .collect();
         let mut sorted = mine.clone();
         sorted.sort();
         sorted.dedup();
@@ -116,7 +131,11 @@ fn dedup_keep_first(v: &[usize]) -> Vec<usize> {
 }
 
 fn engine_retries(sim: &SimServer) -> usize {
-    sim.control.requests().iter().filter(|r| r.status != 200 || r.code.as_deref().is_some_and(|c| c != "0" && c != "200")).count()
+    sim.control
+        .requests()
+        .iter()
+        .filter(|r| r.status != 200 || r.code.as_deref().is_some_and(|c| c != "0" && c != "200"))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,7 +233,12 @@ async fn space_counts_coalesce_while_the_vendor_is_down() {
     sim.control.refuse_for(Duration::from_secs(4));
     let engine = Running::start(common::load(&toml));
     let records: Vec<(String, Vec<u8>)> = (0..1000)
-        .map(|i| ("P1".to_string(), common::event(&format!("s{i}"), "spaces.changed", "P1", json!({"total": 2000, "free": i}))))
+        .map(|i| {
+            (
+                "P1".to_string(),
+                common::event(&format!("s{i}"), "spaces.changed", "P1", json!({"total": 2000, "free": i})),
+            )
+        })
         .collect();
     kafka.produce_all("t6", &records).await;
     let last = || sim.control.records_for("parkSpace").last().map(|r| r.record["surplusSpace"].clone());
@@ -245,7 +269,8 @@ async fn two_instances_share_the_partitions_and_one_finishes_when_the_other_stop
     sim.control.set_latency(Duration::from_millis(10));
     kafka.produce_all("t7", &records[..800]).await;
     assert!(eventually(WAIT, || async { plates(sim).len() >= 200 }).await);
-    let both = a.metrics.count(&a.metrics.consumed, &["bzx", "t7"]) > 0 && b.metrics.count(&b.metrics.consumed, &["bzx", "t7"]) > 0;
+    let both = a.metrics.count(&a.metrics.consumed, &["bzx", "t7"]) > 0
+        && b.metrics.count(&b.metrics.consumed, &["bzx", "t7"]) > 0;
     a.stop().await;
     kafka.produce_all("t7", &records[800..]).await;
     sim.control.set_latency(Duration::ZERO);

@@ -156,12 +156,15 @@ async fn an_expired_token_is_refreshed_once_and_the_coupon_delivered() {
     server.control.expire_tokens();
     let stale = adapter.prepare("P1", &SEND_COUPON, &body).await.unwrap();
     let old_token = token_of(&stale);
+    let refused_headers = stale.headers.clone();
     assert_eq!(adapter.classify(&SEND_COUPON, &send(stale).await), Verdict::RefreshAuth);
-    adapter.invalidate_auth();
+    adapter.invalidate_auth(&refused_headers).await;
+    adapter.invalidate_auth(&refused_headers).await; // a late second 401 for the same token
+
     let fresh = adapter.prepare("P1", &SEND_COUPON, &body).await.unwrap();
     assert_ne!(token_of(&fresh), old_token);
     assert_eq!(adapter.classify(&SEND_COUPON, &send(fresh).await), Verdict::Delivered);
-    assert_eq!(token_requests(&server), 2);
+    assert_eq!(token_requests(&server), 2, "the late 401 did not throw away the new token");
     assert_eq!(server.control.records_for(SEND_COUPON.name).len(), 2);
 }
 

@@ -215,7 +215,10 @@ async fn expired_token_is_refreshed_once() {
 
     rig.server.control.expire_tokens();
     assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::RefreshAuth, "code 401");
-    rig.adapter.invalidate_auth();
+    let data = rig.adapter.assemble(&m.endpoint, &[&m.record]);
+    let refused = rig.adapter.prepare("P1", &m.endpoint, &data).await.unwrap().headers;
+    rig.adapter.invalidate_auth(&refused).await;
+    rig.adapter.invalidate_auth(&refused).await; // a late 401 for the same token
     assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::Delivered);
     assert_eq!(rig.token_calls(), 2);
     assert_eq!(rig.records("park/spot-num").len(), 3, "the refused request recorded nothing");

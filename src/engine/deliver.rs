@@ -20,6 +20,10 @@ const LANE_IDLE: Duration = Duration::from_secs(60);
 /// Runs one lane until it has been idle for a while.
 pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
     loop {
+        if sink.is_stopping() {
+            sink.remove_lane(&lot, &lane);
+            return;
+        }
         let next = lane.lock().next(sink.limits(), Instant::now());
         match next {
             Next::Send(items) => {
@@ -33,11 +37,13 @@ pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
                     _ = lane.notify.notified() => {}
+                    _ = sink.stopped() => {}
                 }
             }
             Next::Idle => {
                 tokio::select! {
                     _ = lane.notify.notified() => {}
+                    _ = sink.stopped() => {}
                     _ = tokio::time::sleep(LANE_IDLE) => {
                         if sink.retire_lane(&lot, &lane) {
                             return;
@@ -58,7 +64,13 @@ enum Final {
     Delivered,
     Duplicate,
     Answered(Vec<ListedCoupon>),
-    Rejected { reason: String, per_record: bool, attempts: u32 },
+    Rejected {
+        reason: String,
+        per_record: bool,
+        attempts: u32,
+    },
+    /// The sink is stopping: no outcome, the records are read again after the restart.
+    Abandoned,
 }
 
 /// Delivers a batch; a batch refused for a parameter error is bisected so only the bad
@@ -80,6 +92,7 @@ async fn deliver(sink: &Arc<Sink>, lot: &str, lane: &Lane, items: Vec<Item>) {
             Box::pin(deliver(sink, lot, lane, left)).await;
             Box::pin(deliver(sink, lot, lane, right)).await;
         }
+        Final::Abandoned => items.iter().for_each(|i| sink.drop_revoked(i)),
         Final::Rejected { reason, attempts, .. } => {
             for item in &items {
                 dead_letter(sink, lot, item, &reason, attempts).await;
@@ -179,8 +192,12 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
     let records: Vec<&[u8]> = items.iter().map(|i| &i.mapped.record[..]).collect();
     let data = sink.adapter.assemble(endpoint, &records);
     let mut st = Attempts::new(sink);
+    let mut sent_headers = http::HeaderMap::new();
     loop {
         st.count += 1;
+        if sink.is_stopping() {
+            return Final::Abandoned;
+        }
         sink.wait_unpaused().await;
         sink.wait_rate(lot).await;
         let verdict = {
@@ -188,8 +205,12 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
                 return rejected("sink is shutting down", &st);
             };
             match sink.adapter.prepare(lot, endpoint, &data).await {
-                Ok(request) => send(sink, endpoint, request, items.len(), data.len()).await,
+                Ok(request) => {
+                    sent_headers = request.headers.clone();
+                    send(sink, endpoint, request, items.len(), data.len()).await
+                }
                 Err(PrepareError::Unbound) => return rejected("the lot is no longer bound to this sink", &st),
+                Err(PrepareError::Internal(e)) => return rejected(&format!("internal error: {e}"), &st),
                 Err(e) => auth_verdict(sink, e),
             }
         };
@@ -201,12 +222,11 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
                 return Final::Rejected { reason, per_record, attempts: st.count };
             }
             Verdict::RefreshAuth => {
-                sink.adapter.invalidate_auth();
+                sink.adapter.invalidate_auth(&sent_headers).await;
                 st.auth_refreshes += 1;
                 count_retry(sink, "auth_refresh");
-                if st.auth_refreshes > 1 {
-                    let wait = st.next_wait();
-                    tokio::time::sleep(wait).await;
+                if st.auth_refreshes > 1 && !pause(sink, st.next_wait()).await {
+                    return Final::Abandoned;
                 }
             }
             Verdict::Busy { after } => {
@@ -228,9 +248,19 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
                 }
                 let wait = st.next_wait().max(after.unwrap_or_default());
                 tracing::debug!(sink = sink.name(), lot, reason = reason.as_str(), detail, ?wait, "retrying");
-                tokio::time::sleep(wait).await;
+                if !pause(sink, wait).await {
+                    return Final::Abandoned;
+                }
             }
         }
+    }
+}
+
+/// Sleeps `wait` unless the sink stops first; false if it stopped.
+async fn pause(sink: &Sink, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = sink.stopped() => false,
     }
 }
 

@@ -198,30 +198,9 @@ impl Queue {
         Next::Send(self.ordered.drain(..count).collect())
     }
 
-    /// Removes every queued item (the lane's partitions were revoked or it is shutting down).
-    pub fn drain_all(&mut self) -> Vec<Item> {
-        let mut out: Vec<Item> = self.latest.drain(..).collect();
-        out.extend(self.ordered.drain(..));
-        out
-    }
-
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.ordered.is_empty() && self.latest.is_empty()
-    }
-
-    /// Removes the items whose partition this instance no longer owns.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Item) -> bool) -> Vec<Item> {
-        let mut dropped = Vec::new();
-        for queue in [&mut self.latest] {
-            let (k, d): (Vec<Item>, Vec<Item>) = queue.drain(..).partition(|i| keep(i));
-            *queue = k;
-            dropped.extend(d);
-        }
-        let (k, d): (VecDeque<Item>, VecDeque<Item>) = self.ordered.drain(..).partition(|i| keep(i));
-        self.ordered = k;
-        dropped.extend(d);
-        dropped
     }
 }
 

@@ -101,6 +101,7 @@ pub struct Sink {
     held_records: AtomicUsize,
     /// Whether intake paused its partitions for the memory budget.
     pub backpressured: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -139,6 +140,7 @@ impl Sink {
             held_bytes: AtomicUsize::new(0),
             held_records: AtomicUsize::new(0),
             backpressured: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -298,6 +300,36 @@ impl Sink {
         let settled = lane.lock().push(item, Instant::now());
         lane.notify.notify_one();
         (settled, created.then_some(lane))
+    }
+
+    /// Tells lanes to stop after their current request (shutdown, after the drain).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Whether the sink is stopping.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Completes once the sink is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Active lanes.
+    pub fn lane_count(&self) -> usize {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Removes a lane whatever it holds (shutdown): its records are read again later.
+    pub fn remove_lane(&self, lot: &str, lane: &Arc<Lane>) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if lanes.get(lot).is_some_and(|l| Arc::ptr_eq(l, lane)) {
+            lanes.remove(lot);
+        }
+        self.metrics.lanes.with_label_values(&[self.name()]).set(lanes.len() as i64);
     }
 
     /// Removes an idle lane; false if something arrived meanwhile (the lane goes on).

@@ -137,8 +137,11 @@ impl Adapter for BarrierAdapter {
         codes::classify(&self.codes, response)
     }
 
-    fn invalidate_auth(&self) {
-        self.tokens.invalidate_now();
+    async fn invalidate_auth(&self, refused: &http::HeaderMap) {
+        match refused.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(token) => self.tokens.invalidate(&crate::secret::Secret::new(token)).await,
+            None => self.tokens.invalidate_now(),
+        }
     }
 
     async fn check_auth(&self) -> Result<(), PrepareError> {

@@ -76,7 +76,6 @@ impl Command {
 /// The adapter of one `[sinks.bingzhouxing]` sink.
 #[derive(Debug)]
 pub struct BingzhouxingAdapter {
-    sink: String,
     settings: Settings,
     /// By platform lot code.
     lots: HashMap<String, LotCredentials>,
@@ -91,14 +90,7 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<BingzhouxingAdapter,
     let settings = cfg.validate(ctx.name)?;
     let lots = config::credentials(ctx.name, &ctx.bindings)?;
     let car_in_out = Endpoint { max_records: ctx.max_records.clamp(1, mapping::MAX_BATCH), ..CAR_IN_OUT };
-    Ok(BingzhouxingAdapter {
-        sink: ctx.name.to_string(),
-        settings,
-        lots,
-        photo: ctx.photo,
-        car_in_out,
-        clock: Utc::now,
-    })
+    Ok(BingzhouxingAdapter { settings, lots, photo: ctx.photo, car_in_out, clock: Utc::now })
 }
 
 impl BingzhouxingAdapter {
@@ -177,8 +169,7 @@ impl Adapter for BingzhouxingAdapter {
         let Some(command) = Command::of(endpoint) else {
             // Only this adapter's endpoints reach here; anything else is an engine bug, and
             // no retry can fix it.
-            tracing::error!(sink = %self.sink, endpoint = endpoint.name, "not a Bingzhouxing endpoint");
-            return Err(PrepareError::Unbound);
+            return Err(PrepareError::Internal(format!("{} is not a Bingzhouxing endpoint", endpoint.name)));
         };
         let creds = self.lots.get(lot).ok_or(PrepareError::Unbound)?;
         let mut headers = http::HeaderMap::new();

@@ -26,7 +26,6 @@ use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::Method;
 use mapping::Endpoints;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The adapter of one `[sinks.inspur_isp]` sink.
@@ -35,10 +34,6 @@ pub struct IspAdapter {
     bindings: Arc<Bindings>,
     endpoints: Endpoints,
     tokens: TokenCache,
-    /// Set by [`Adapter::invalidate_auth`]; the next attempt forgets its token. The cache's
-    /// synchronous `invalidate_now` gives up while another lane holds it, and a lost
-    /// invalidation would resend the refused token.
-    refused: AtomicBool,
 }
 
 impl fmt::Debug for IspAdapter {
@@ -60,7 +55,6 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<IspAdapter, ConfigEr
         tokens: TokenCache::new(Box::new(fetcher), TokenPolicy::default()),
         bindings: ctx.bindings.clone(),
         settings,
-        refused: AtomicBool::new(false),
     })
 }
 
@@ -70,13 +64,8 @@ impl IspAdapter {
         &self.endpoints
     }
 
-    /// A token for one attempt: a fresh one after the vendor refused the last.
+    /// A token for one attempt.
     async fn token(&self) -> Result<Secret, PrepareError> {
-        let token = self.tokens.get().await.map_err(prepare_error)?;
-        if !self.refused.swap(false, Ordering::SeqCst) {
-            return Ok(token);
-        }
-        self.tokens.invalidate(&token).await;
         self.tokens.get().await.map_err(prepare_error)
     }
 
@@ -135,8 +124,13 @@ impl Adapter for IspAdapter {
         codes::classify(endpoint, response)
     }
 
-    fn invalidate_auth(&self) {
-        self.refused.store(true, Ordering::SeqCst);
+    async fn invalidate_auth(&self, refused: &http::HeaderMap) {
+        let auth = &self.settings.auth;
+        let sent = refused.get(&auth.name).and_then(|v| v.to_str().ok());
+        match sent.and_then(|v| v.strip_prefix(auth.prefix.as_str())) {
+            Some(token) => self.tokens.invalidate(&Secret::new(token)).await,
+            None => self.tokens.invalidate_now(),
+        }
     }
 
     async fn check_auth(&self) -> Result<(), PrepareError> {

@@ -372,7 +372,7 @@ pub struct ListedCoupon {
     pub coupon_id: String,
     /// Title.
     pub title: String,
-    /// `amount` or `discount`.
+    /// `amount`, `discount`, or `unknown` when the platform's value fits neither.
     pub kind: String,
     /// Minimum order amount in cents, 0 = no minimum.
     pub min_amount_cents: u64,
@@ -380,7 +380,7 @@ pub struct ListedCoupon {
     pub valid_from: Option<String>,
     /// Validity end (RFC 3339).
     pub valid_until: Option<String>,
-    /// `usable`, `used` or `expired`.
+    /// `usable`, `used`, `expired`, or `unknown` when the platform's value fits none.
     pub status: String,
     /// Redemption code.
     pub verify_code: Option<String>,
@@ -515,6 +515,7 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeE
             format!("record is {} bytes, over the limit of {} bytes", bytes.len(), limits.max_record_bytes),
         ));
     }
+    check_object("", bytes).map_err(|e| DecodeError::new("", format!("not a JSON object: the record {}", e.reason)))?;
     let raw: RawEnvelope = parse(bytes, "")?;
     if raw.v.as_u64() != Some(CONTRACT_VERSION) {
         return Err(DecodeError::new(
@@ -524,6 +525,9 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeE
     }
     check_len("id", &raw.id, 1, MAX_ID_CHARS)?;
     check_len("lot", &raw.lot, 1, MAX_LOT_CHARS)?;
+    if raw.ty == EventType::MemberCouponsListed.as_str() {
+        return Err(DecodeError::new("type", "member.coupons.listed is an output of lotbridge, not an input"));
+    }
     let ty = EventType::parse_input(&raw.ty)
         .ok_or_else(|| DecodeError::new("type", format!("unknown event type {:?}", truncate(&raw.ty))))?;
     let at = timestamp("at", &raw.at)?;
@@ -532,6 +536,7 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeE
 }
 
 fn decode_data(ty: EventType, json: &[u8]) -> Result<EventData, DecodeError> {
+    check_object("data", json)?;
     Ok(match ty {
         EventType::LotUpserted => EventData::LotUpserted(lot_info(parse(json, "data")?)?),
         EventType::LotDeleted => {
@@ -547,9 +552,7 @@ fn decode_data(ty: EventType, json: &[u8]) -> Result<EventData, DecodeError> {
         EventType::VehicleExited => EventData::VehicleExited(exit(parse(json, "data")?)?),
         EventType::CouponGranted => EventData::CouponGranted(grant(parse(json, "data")?)?),
         EventType::MemberCouponsRequested => EventData::MemberCouponsRequested(query(parse(json, "data")?)?),
-        EventType::MemberCouponsListed => {
-            return Err(DecodeError::new("type", "member.coupons.listed is an output of lotbridge, not an input"))
-        }
+        EventType::MemberCouponsListed => return Err(DecodeError::new("type", "is an output type, not an input")),
     })
 }
 
@@ -580,8 +583,40 @@ fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
         reason = "appears more than once".to_string();
     } else if inner.is_syntax() || inner.is_eof() {
         return DecodeError::new("", format!("not valid JSON: {reason}"));
+    } else {
+        reason = plain_words(&reason);
     }
     DecodeError::new(join(prefix, &path), reason)
+}
+
+/// Rewrites serde's `invalid type: string "x", expected u32` into words a producer can act
+/// on (`must be a whole number from 0 up, got the string "x"`), with the value cut short.
+fn plain_words(reason: &str) -> String {
+    let split = reason.strip_prefix("invalid type: ").or_else(|| reason.strip_prefix("invalid value: "));
+    let Some((got, expected)) = split.and_then(|r| r.rsplit_once(", expected ")) else {
+        return reason.to_string();
+    };
+    let want = match expected {
+        "u32" | "u64" => "a whole number from 0 up",
+        "f64" => "a number",
+        "a sequence" => "an array",
+        "a string" => "a string",
+        e if e.starts_with("struct ") || e == "a map" => "an object",
+        other => other,
+    };
+    let got =
+        got.replace("floating point", "the number").replace("integer", "the number").replace("string ", "the string ");
+    let got: String = if got.chars().count() > 48 { got.chars().take(48).chain("…".chars()).collect() } else { got };
+    format!("must be {want}, got {}", got.replace('`', ""))
+}
+
+/// Serde reads a struct from a JSON array too; the contract wants objects only.
+fn check_object(field: &str, json: &[u8]) -> Result<(), DecodeError> {
+    match json.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        Some(_) => Err(DecodeError::new(field, "must be a JSON object")),
+        None => Err(DecodeError::new(field, "is empty")),
+    }
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -638,7 +673,8 @@ fn rfc3339_shape(b: &[u8]) -> bool {
     if !digits(&b[8..10]) || b[10] != b'T' || !digits(&b[11..13]) || b[13] != b':' || !digits(&b[14..16]) {
         return false;
     }
-    if b[16] != b':' || !digits(&b[17..19]) {
+    // Seconds 00-59: chrono would accept a leap second at any minute.
+    if b[16] != b':' || !digits(&b[17..19]) || b[17] > b'5' {
         return false;
     }
     let mut rest = &b[19..];
@@ -825,7 +861,27 @@ mod tests {
             err(br#"{"v":1,"id":"a","id":"b","type":"lot.heartbeat","lot":"P","at":"2026-11-23T08:00:00Z","data":{}}"#);
         assert_eq!(e.field, "id");
         assert!(err(b"{not json").reason.starts_with("not valid JSON"));
-        assert!(err(b"\xff\xfe").reason.starts_with("not valid JSON"));
+        assert!(err(b"\xff\xfe").reason.starts_with("not a JSON object"));
+        assert!(err(b"{\"v\":\"\xff\"}").reason.starts_with("not valid JSON"), "invalid UTF-8 inside a string");
+        let array = br#"[1,"a","lot.heartbeat","P","2026-11-23T08:00:00Z",{}]"#;
+        assert!(err(array).reason.starts_with("not a JSON object"), "serde would read a struct from an array");
+        assert_eq!(err(&rec("spaces.changed", json!([10, 5]))).field, "data");
+    }
+
+    #[test]
+    fn reasons_are_plain_words_and_short() {
+        let e = err(&rec("spaces.changed", json!({"total": "320", "free": 1})));
+        assert_eq!(e.to_string(), "data.total: must be a whole number from 0 up, got the string \"320\"");
+        let photo = "A".repeat(10_000);
+        let e =
+            err(&rec("vehicle.entered", json!({"plate": null, "vehicle_type": "small", "gate": "E", "photo": photo})));
+        assert_eq!(e.field, "data.photo");
+        assert!(e.reason.starts_with("must be an object") && e.reason.len() < 120, "{e}");
+        let leap =
+            String::from_utf8(rec("lot.heartbeat", json!({}))).unwrap().replace("08:00:00+08:00", "08:00:60+08:00");
+        assert_eq!(err(leap.as_bytes()).field, "at", "no leap seconds at arbitrary minutes");
+        let out = rec("member.coupons.listed", json!({}));
+        assert!(err(&out).reason.contains("output"));
     }
 
     #[test]

@@ -234,7 +234,7 @@ const RUST_JARGON: [&str; 6] = ["u32", "u64", "f64", "struct ", "Raw", "sequence
 /// and echoing the whole offending value (a photo sent as a plain string puts the full base64 in
 /// the reason, up to 8 MiB in a dead-letter header).
 #[test]
-#[ignore = "decoder defect in src/event.rs path_error: Rust type names and unbounded values in reasons"]
+
 fn reasons_use_producer_words_and_stay_short() {
     let mut bad = Vec::new();
     for expected in manifest() {

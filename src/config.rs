@@ -101,6 +101,10 @@ pub struct KafkaConfig {
     /// Largest record accepted, in bytes; larger ones are dead-lettered.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// Topics the daily lot list (Inspur ISP) is rebuilt from at start, read from the
+    /// beginning: point this at a compacted topic of lot events (default: `topics`).
+    #[serde(default)]
+    pub lot_topics: Option<Vec<String>>,
     /// Pass-through librdkafka properties (SASL, SSL, timeouts...), applied last.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -192,6 +196,10 @@ pub struct SinkConfig {
     /// A lot is live while it sent anything within this many seconds (heartbeats).
     #[serde(default = "default_live_window_secs")]
     pub live_window_secs: u64,
+    /// When vendors that want the full lot list daily (Inspur ISP) get it: `HH:MM` or
+    /// `HH:MM:SS` in China time (UTC+8).
+    #[serde(default = "default_daily_push_at")]
+    pub daily_push_at: String,
     /// Barrier-gate coupon platform settings (exactly one vendor table per sink).
     #[serde(default)]
     pub barrier_coupon: Option<vendors::barrier::Config>,
@@ -206,6 +214,9 @@ pub struct SinkConfig {
     pub zvcms: Option<vendors::zvcms::Config>,
 }
 
+fn default_daily_push_at() -> String {
+    "01:00".into()
+}
 fn default_concurrency() -> usize {
     32
 }
@@ -526,6 +537,12 @@ impl SinkConfig {
             (self.memory_budget_bytes < 1024 * 1024, "memory_budget_bytes must be at least 1 MiB"),
             (self.request_timeout_ms == 0, "request_timeout_ms must be at least 1"),
         ];
+        if crate::engine::lots::parse_time(&self.daily_push_at).is_none() {
+            return Err(invalid(format!(
+                "sink {n:?}: daily_push_at must be HH:MM or HH:MM:SS, not {:?}",
+                self.daily_push_at
+            )));
+        }
         if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
             return Err(invalid(format!("sink {n:?}: {msg}")));
         }

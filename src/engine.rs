@@ -8,6 +8,7 @@
 pub mod deliver;
 pub mod intake;
 pub mod lane;
+pub mod lots;
 pub mod offsets;
 pub mod output;
 pub mod sink;
@@ -65,13 +66,16 @@ impl Engine {
         for sink in &self.sinks {
             let consumer = intake::consumer(&self.kafka, sink)?;
             let store: Arc<dyn OffsetStore> = consumer.clone();
-            let _ = sink.offsets.set(store);
+            sink.set_offset_store(Some(store));
             tasks.push(tokio::spawn(intake::run_intake(
                 sink.clone(),
                 consumer.clone(),
                 self.kafka.clone(),
                 stop_rx.clone(),
             )));
+            if let Some(book) = &sink.lot_book {
+                tokio::spawn(run_lot_list(self.kafka.clone(), sink.clone(), book.clone(), stop_rx.clone()));
+            }
             if let Some(period) = sink.adapter.heartbeat_every() {
                 tokio::spawn(intake::run_heartbeats(sink.clone(), period, stop_rx.clone()));
             }
@@ -92,10 +96,12 @@ impl Engine {
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(sink = sink.name(), error = %e, "nothing to commit at shutdown");
             }
-            // Leave the group now so the partitions move to other replicas at once.
-            consumer.unsubscribe();
+            sink.set_offset_store(None);
         }
         self.wait_lanes_gone(Duration::from_secs(5)).await;
+        // Closing leaves the group, so the partitions move to other replicas at once rather
+        // than after the session timeout. Close blocks while it serves the last rebalance.
+        let _ = tokio::task::spawn_blocking(move || drop(consumers)).await;
         self.output.flush(Duration::from_secs(5));
         tracing::info!("stopped");
         Ok(())
@@ -122,4 +128,20 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Rebuilds a sink's lot book from the lot topics, then pushes the full list daily.
+async fn run_lot_list(kafka: KafkaConfig, sink: Arc<Sink>, book: Arc<lots::LotBook>, stop: watch::Receiver<bool>) {
+    let Some(at) = lots::parse_time(&sink.config.daily_push_at) else { return };
+    let topics = kafka.lot_topics.clone().unwrap_or_else(|| kafka.topics.clone());
+    let rebuilt = {
+        let book = book.clone();
+        tokio::task::spawn_blocking(move || lots::rebuild(&kafka, &topics, &book)).await
+    };
+    match rebuilt {
+        Ok(Ok(n)) => tracing::info!(sink = sink.name(), lot_events = n, "lot list rebuilt"),
+        Ok(Err(e)) => tracing::warn!(sink = sink.name(), error = %e, "lot list not rebuilt; real-time updates only"),
+        Err(e) => tracing::warn!(sink = sink.name(), error = %e, "lot list rebuild failed"),
+    }
+    lots::run_daily_push(sink, book, at, stop).await;
 }

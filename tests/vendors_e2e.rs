@@ -18,7 +18,8 @@ fn kafka_section(kafka: &Kafka, topic: &str) -> String {
     format!(
         "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
          dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
-         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n",
+         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
         kafka.brokers
     )
 }
@@ -217,4 +218,31 @@ async fn a_batch_with_one_bad_record_delivers_the_others() {
     assert_eq!(header(&dlq[0], "lotbridge.original.offset").as_deref(), Some("5"));
     assert!(header(&dlq[0], "lotbridge.error").unwrap().contains("1502"));
     assert_eq!(kafka.committed("g-v3.bzx", "v3", 1), vec![9]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_lot_list_is_rebuilt_from_kafka_and_pushed_at_its_time() {
+    let kafka = Kafka::new();
+    kafka.topic("v4", 2);
+    let (toml, sims) = setup(&kafka, "v4", &sinks()).await;
+    let isp = &sims["isp"];
+    let lots = vec![
+        ev("u1", "lot.upserted", "P1", json!({"name": "一号", "coordinate_system": "GCJ02"})),
+        ev("u2", "lot.upserted", "P2", json!({"name": "二号", "coordinate_system": "GCJ02"})),
+        ev("u3", "lot.upserted", "P1", json!({"name": "一号新", "coordinate_system": "GCJ02"})),
+    ];
+    kafka.produce_all("v4", &lots).await;
+    let first = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { isp.control.records_for("park/spot").len() >= 3 }).await);
+    first.stop().await;
+    // A new instance has nothing left to consume: only the rebuilt book knows the lots.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(12)).with_timezone(&lotbridge::engine::lots::china());
+    let at = soon.format("%H:%M:%S").to_string();
+    let toml = toml.replacen("name = \"isp\"\n", &format!("name = \"isp\"\ndaily_push_at = \"{at}\"\n"), 1);
+    let second = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { isp.control.records_for("park/spot").len() >= 5 }).await, "full list pushed");
+    second.stop().await;
+    let pushed: Vec<Value> = isp.control.records_for("park/spot")[3..].iter().map(|r| r.record.clone()).collect();
+    let names: std::collections::BTreeSet<&str> = pushed.iter().filter_map(|r| r["park_name"].as_str()).collect();
+    assert_eq!(names, ["一号新", "二号"].into_iter().collect(), "the latest state of every lot, once");
 }

@@ -214,6 +214,9 @@ fn route(sink: &Arc<Sink>, p: Prepared) {
     let Some(ticket) = sink.partitions.register(&p.origin_tp, p.offset) else {
         return; // a late record of a revoked partition: its new owner reads it
     };
+    if let (Some(book), Ok(routed)) = (&sink.lot_book, &p.result) {
+        book.observe(&routed.event, &p.origin_tp);
+    }
     let origin = Arc::new(Origin { ticket, key: p.key, raw: p.raw });
     match p.result {
         Err((stage, error)) => {

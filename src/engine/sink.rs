@@ -14,7 +14,7 @@ use governor::{Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -79,7 +79,7 @@ pub struct Sink {
     /// Offsets of assigned partitions.
     pub partitions: Arc<Partitions>,
     /// Where watermarks go (set once the consumer exists).
-    pub offsets: OnceLock<Arc<dyn OffsetStore>>,
+    offsets: Mutex<Option<Arc<dyn OffsetStore>>>,
     /// Metrics.
     pub metrics: Metrics,
     /// Dead letters and answers.
@@ -102,6 +102,8 @@ pub struct Sink {
     /// Whether intake paused its partitions for the memory budget.
     pub backpressured: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Latest lot information, for vendors that want the full list daily.
+    pub lot_book: Option<Arc<super::lots::LotBook>>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -122,12 +124,13 @@ impl Sink {
         let limiter = RateLimiter::direct(Quota::per_second(nz(rl.requests_per_second)).allow_burst(nz(rl.burst)));
         let lot_limiter = rl.per_lot_per_second.map(|n| RateLimiter::keyed(Quota::per_second(nz(n))));
         let permits = Semaphore::new(config.concurrency);
+        let adapter_wants_lots = adapter.daily_full_push();
         Sink {
             config,
             kind,
             adapter,
             partitions: Arc::new(Partitions::default()),
-            offsets: OnceLock::new(),
+            offsets: Mutex::new(None),
             metrics,
             output,
             http,
@@ -141,7 +144,13 @@ impl Sink {
             held_records: AtomicUsize::new(0),
             backpressured: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
+            lot_book: adapter_wants_lots.then(Default::default),
         }
+    }
+
+    /// Sets (or, with `None` at shutdown, releases) where watermarks are stored.
+    pub fn set_offset_store(&self, store: Option<Arc<dyn OffsetStore>>) {
+        *self.offsets.lock().unwrap_or_else(|p| p.into_inner()) = store;
     }
 
     /// The sink's name.
@@ -195,7 +204,8 @@ impl Sink {
     /// Marks a Kafka record finished and stores the watermark when it moved.
     pub fn complete(&self, ticket: &Ticket) {
         if let Some(next) = self.partitions.complete(ticket) {
-            if let Some(store) = self.offsets.get() {
+            let store = self.offsets.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(store) = store {
                 store.store(&ticket.tp, next);
             }
         }

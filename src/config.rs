@@ -669,3 +669,78 @@ pub fn summary(loaded: &Loaded) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+topics = ["events"]
+[[sinks]]
+name = "bzx"
+bindings_csv = "lots.csv"
+[sinks.bingzhouxing]
+base_url = "http://127.0.0.1:1"
+"#;
+
+    fn build(text: &str, dir: &Path) -> Result<Loaded, ConfigError> {
+        Config::parse(text, Path::new("t.toml"))?.build(dir, reqwest::Client::new())
+    }
+
+    #[test]
+    fn ten_thousand_csv_bindings_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("LOTBRIDGE_TEST_BZX_TOKEN", "t0k3n-value");
+        let mut csv = String::from("lot,vendor_lot,token\n");
+        for i in 0..10_000 {
+            csv.push_str(&format!("P{i:05},{},env:LOTBRIDGE_TEST_BZX_TOKEN\n", 1000 + i));
+        }
+        std::fs::write(dir.path().join("lots.csv"), csv).unwrap();
+        let start = std::time::Instant::now();
+        let loaded = build(BASE, dir.path()).unwrap();
+        println!("10,000 CSV bindings loaded in {:?}", start.elapsed());
+        let b = &loaded.sinks[0].bindings;
+        assert_eq!(b.len(), 10_000);
+        assert_eq!(b.get("P00042").unwrap().vendor_lot, "1042");
+        let summary = summary(&loaded);
+        assert!(summary.contains("lots=10000") && !summary.contains("t0k3n-value"), "{summary}");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lots.csv"), "lot,vendor_lot,token\nP1,350,env:LOTBRIDGE_TEST_UNSET_X\n")
+            .unwrap();
+        let unknown = build(&BASE.replace("topics", "topicz"), dir.path()).err().unwrap().to_string();
+        assert!(unknown.contains("topicz"), "{unknown}");
+        let missing = build(BASE, dir.path()).err().unwrap().to_string();
+        assert!(missing.contains("LOTBRIDGE_TEST_UNSET_X") && missing.contains("line 2"), "{missing}");
+        let twice = format!("{BASE}\n[[sinks]]\nname = \"bzx\"\n[sinks.zvcms]\nbase_url = \"x\"\nopen_id = \"o\"\ngrant_code = {{ value = \"g\" }}\nsecret_key = {{ value = \"k\" }}\n");
+        assert!(build(&twice, dir.path()).err().unwrap().to_string().contains("used twice"));
+        let none = BASE.replace("[sinks.bingzhouxing]\nbase_url = \"http://127.0.0.1:1\"\n", "");
+        assert!(build(&none, dir.path()).err().unwrap().to_string().contains("add one vendor table"));
+        let dup = "lot,vendor_lot,token\nP1,350,\nP1,351,\n";
+        std::fs::write(dir.path().join("lots.csv"), dup).unwrap();
+        assert!(build(BASE, dir.path()).err().unwrap().to_string().contains("bound twice"));
+        let bad_time = BASE.replace("bindings_csv", "daily_push_at = \"1am\"\nbindings_csv");
+        assert!(build(&bad_time, dir.path()).err().unwrap().to_string().contains("daily_push_at"));
+    }
+
+    #[test]
+    fn the_shipped_example_checks() {
+        for (k, v) in [
+            ("BZX_TOKEN_350", "a"),
+            ("BZX_TOKEN_351", "b"),
+            ("ISP_LIXIA_SECRET", "c"),
+            ("ZVCMS_GRANT_CODE", "d"),
+            ("ZVCMS_SECRET_KEY", "e"),
+        ] {
+            std::env::set_var(k, v);
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/lotbridge.example.toml");
+        let loaded = Config::load(&path, reqwest::Client::new()).unwrap();
+        assert_eq!(loaded.sinks.len(), 4);
+    }
+}

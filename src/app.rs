@@ -1,9 +1,15 @@
 //! Wiring of a running lotbridge: the HTTP client, metrics and health endpoints, the engine,
 //! and the shutdown signal.
+//!
+//! `/readyz` is ready when every sink owns partitions (or is a standby member of its group)
+//! and its credentials passed the last background check, and stops being ready when
+//! draining starts.
 
 use crate::config::Loaded;
+use crate::engine::sink::Sink;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::vendors::PrepareError;
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +31,11 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// How often each sink's credentials are checked in the background (readiness).
+const AUTH_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// The longest one credential check may take before it counts as failed.
+const AUTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Health as `/readyz` reports it.
 #[derive(Default)]
 pub struct Health {
@@ -39,16 +50,25 @@ struct ServerState {
     engine_ready: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
+impl ServerState {
+    fn ready(&self) -> bool {
+        let ready = self.health.serving.load(Ordering::Relaxed) && (self.engine_ready)();
+        self.metrics.ready.set(i64::from(ready));
+        ready
+    }
+}
+
 /// `/metrics`, `/healthz` and `/readyz`.
 pub fn health_router(metrics: Metrics, health: Arc<Health>, ready: Arc<dyn Fn() -> bool + Send + Sync>) -> Router {
     async fn metrics_text(State(s): State<ServerState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+        s.ready(); // keeps the `ready` gauge current for every scrape
         ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
     }
     async fn healthz() -> &'static str {
         "ok\n"
     }
     async fn readyz(State(s): State<ServerState>) -> (StatusCode, &'static str) {
-        if s.health.serving.load(Ordering::Relaxed) && (s.engine_ready)() {
+        if s.ready() {
             (StatusCode::OK, "ready\n")
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -63,13 +83,123 @@ pub fn health_router(metrics: Metrics, health: Arc<Health>, ready: Arc<dyn Fn() 
 
 /// Serves the health router on `addr`.
 pub async fn serve_health(addr: &str, router: Router) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
-    Ok(tokio::spawn(async move {
+    Ok(serve_on(bind(addr).await?, router))
+}
+
+async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))
+}
+
+fn serve_on(listener: tokio::net::TcpListener, router: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
-    }))
+    })
+}
+
+/// Whether every sink can do its work: it owns partitions (or is a standby member of its
+/// group, which has none to give it) and its vendor accepts its credentials.
+pub struct Readiness {
+    sinks: Vec<Arc<Sink>>,
+    auth_ok: Vec<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl Readiness {
+    /// Readiness of `sinks`; credentials count as unchecked (not ready) until the first check.
+    pub fn new(sinks: Vec<Arc<Sink>>, metrics: Metrics) -> Arc<Readiness> {
+        let auth_ok = sinks.iter().map(|_| AtomicBool::new(false)).collect();
+        Arc::new(Readiness { sinks, auth_ok, metrics })
+    }
+
+    /// True when every sink has partitions (or joined its group) and working credentials.
+    pub fn is_ready(&self) -> bool {
+        self.sinks.iter().zip(&self.auth_ok).all(|(sink, auth)| auth.load(Ordering::Relaxed) && self.placed(sink))
+    }
+
+    /// Partitions assigned, or a member of a group that has none to give (more replicas
+    /// than partitions): such a standby replica is ready and takes over on the next rebalance.
+    fn placed(&self, sink: &Sink) -> bool {
+        let joined = self.metrics.group_joined.get_metric_with_label_values(&[sink.name()]).is_ok_and(|g| g.get() == 1);
+        joined || !sink.partitions.assigned().is_empty()
+    }
+
+    /// Checks every sink's credentials once (concurrently) and records the results.
+    pub async fn check_auth(&self) {
+        let checks = self.sinks.iter().map(|sink| async move {
+            match tokio::time::timeout(AUTH_CHECK_TIMEOUT, sink.adapter.check_auth()).await {
+                Ok(Ok(())) => "ok",
+                Ok(Err(PrepareError::AuthRejected(_))) => "rejected",
+                Ok(Err(e)) => {
+                    tracing::warn!(sink = sink.name(), error = %e, "credential check failed");
+                    "unavailable"
+                }
+                Err(_) => "unavailable",
+            }
+        });
+        let results = futures::future::join_all(checks).await;
+        for ((sink, auth), result) in self.sinks.iter().zip(&self.auth_ok).zip(results) {
+            self.record(sink, auth, result);
+        }
+    }
+
+    fn record(&self, sink: &Sink, auth: &AtomicBool, result: &str) {
+        let name = sink.name();
+        auth.store(result == "ok", Ordering::Relaxed);
+        self.metrics.auth_checks.with_label_values(&[name, result]).inc();
+        self.metrics.auth_ok.with_label_values(&[name]).set(i64::from(result == "ok"));
+        // The engine raises this gauge on a refused token; only a good check lowers it again.
+        match result {
+            "ok" => self.metrics.credentials_rejected.with_label_values(&[name]).set(0),
+            "rejected" => self.metrics.credentials_rejected.with_label_values(&[name]).set(1),
+            _ => {}
+        }
+    }
+
+    /// Checks credentials every 30 s, forever (abort the task to stop).
+    pub async fn run_auth_checks(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(AUTH_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.check_auth().await;
+        }
+    }
+}
+
+/// The running health endpoints of an engine and its background credential checks;
+/// stops both when dropped.
+pub struct HealthServer {
+    /// Set `serving` to false when draining starts.
+    pub health: Arc<Health>,
+    /// What `/readyz` reports.
+    pub readiness: Arc<Readiness>,
+    /// Where it listens (the real port when asked for port 0).
+    pub addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl HealthServer {
+    /// Serves `/metrics`, `/healthz` and `/readyz` for `sinks` on `addr`.
+    pub async fn start(addr: &str, metrics: Metrics, sinks: Vec<Arc<Sink>>) -> anyhow::Result<HealthServer> {
+        let health = Arc::new(Health { serving: AtomicBool::new(true) });
+        let readiness = Readiness::new(sinks, metrics.clone());
+        let probe = readiness.clone();
+        let router = health_router(metrics, health.clone(), Arc::new(move || probe.is_ready()));
+        let listener = bind(addr).await?;
+        let addr = listener.local_addr().context("metrics listener address")?;
+        let server = serve_on(listener, router);
+        let checks = tokio::spawn(readiness.clone().run_auth_checks());
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        Ok(HealthServer { health, readiness, addr, tasks: vec![server, checks] })
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
 }
 
 /// Runs the engine of a loaded configuration until `shutdown`.
@@ -77,19 +207,15 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyhow::
     let metrics = Metrics::new().context("metrics")?;
     let listen = loaded.config.metrics.listen.clone();
     let engine = Engine::new(loaded, metrics.clone(), http_client()?)?;
-    let health = Arc::new(Health::default());
-    health.serving.store(true, Ordering::Relaxed);
-    let sinks = engine.sinks().to_vec();
-    let ready = Arc::new(move || sinks.iter().all(|s| !s.partitions.assigned().is_empty()));
-    let server = serve_health(&listen, health_router(metrics, health.clone(), ready)).await?;
-    let draining = health.clone();
+    let server = HealthServer::start(&listen, metrics, engine.sinks().to_vec()).await?;
+    let draining = server.health.clone();
     engine
         .run(async move {
             shutdown.await;
             draining.serving.store(false, Ordering::Relaxed);
         })
         .await?;
-    server.abort();
+    drop(server);
     Ok(())
 }
 

@@ -8,6 +8,17 @@ use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use rdkafka::consumer::{Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::Offset;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often a sink's consumer lag is measured: each measurement costs broker round trips.
+pub const LAG_EVERY: Duration = Duration::from_secs(5);
+/// The longest one broker call of a lag measurement may take.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// All metrics of one process.
 #[derive(Clone)]
@@ -67,11 +78,23 @@ pub struct Metrics {
     pub results_published: IntCounterVec,
     /// Build information.
     pub build_info: IntGaugeVec,
-    /// Token fetches, by sink and result.
+    /// Tokens the engine could not get when preparing a request, by sink and result.
     pub token_fetches: IntCounterVec,
     /// 1 while a sink's credentials are rejected by its vendor.
     pub credentials_rejected: IntGaugeVec,
-    /// Process start, for uptime.
+    /// Background credential checks (readiness), by sink and result (`ok`, `unavailable`, `rejected`).
+    pub auth_checks: IntCounterVec,
+    /// 1 while the last background credential check of a sink succeeded.
+    pub auth_ok: IntGaugeVec,
+    /// Rate-limiter waits that actually slept, by sink.
+    pub rate_limit_waits: IntCounterVec,
+    /// Records between the committed offset and the high watermark, by sink, topic and partition.
+    pub consumer_lag: IntGaugeVec,
+    /// 1 once a sink's consumer has joined its group.
+    pub group_joined: IntGaugeVec,
+    /// 1 while `/readyz` answers ready.
+    pub ready: IntGauge,
+    /// Unix time the process started.
     pub up: IntGauge,
 }
 
@@ -83,6 +106,12 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prom
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
     registry.register(Box::new(g.clone()))?;
     Ok(g)
 }
@@ -175,18 +204,30 @@ impl Metrics {
             live_lots: gauge(&r, "lots_live", "Lots that sent something within the live window.", &["sink"])?,
             results_published: counter(&r, "results_published_total", "Answers published.", &["sink", "result"])?,
             build_info: gauge(&r, "build_info", "Build information.", &["version", "git_sha"])?,
-            token_fetches: counter(&r, "token_fetches_total", "Token fetches by result.", &["sink", "result"])?,
+            token_fetches: counter(
+                &r,
+                "token_fetches_total",
+                "Tokens not obtained when preparing a request.",
+                &["sink", "result"],
+            )?,
             credentials_rejected: gauge(
                 &r,
                 "credentials_rejected",
                 "1 while the vendor rejects the sink's credentials.",
                 &["sink"],
             )?,
-            up: {
-                let g = IntGauge::new("up_since_seconds", "Unix time the process started.")?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            auth_checks: counter(&r, "auth_checks_total", "Background credential checks.", &["sink", "result"])?,
+            auth_ok: gauge(&r, "auth_ok", "1 while the last credential check succeeded.", &["sink"])?,
+            rate_limit_waits: counter(&r, "rate_limit_waits_total", "Rate-limiter waits that slept.", &["sink"])?,
+            consumer_lag: gauge(
+                &r,
+                "consumer_lag_records",
+                "Records between the committed offset and the high watermark.",
+                &["sink", "topic", "partition"],
+            )?,
+            group_joined: gauge(&r, "consumer_group_joined", "1 once the consumer joined its group.", &["sink"])?,
+            ready: plain_gauge(&r, "ready", "1 while /readyz answers ready.")?,
+            up: plain_gauge(&r, "start_time_seconds", "Unix time the process started.")?,
             registry: r,
         };
         m.build_info
@@ -206,5 +247,89 @@ impl Metrics {
     /// The value of a counter, for tests and the demo's summary.
     pub fn count(&self, vec: &IntCounterVec, labels: &[&str]) -> u64 {
         vec.get_metric_with_label_values(labels).map(|c| c.get()).unwrap_or(0)
+    }
+}
+
+/// Measures one sink's consumer lag (high watermark minus committed offset, per assigned
+/// partition) and whether its consumer has joined the group.
+///
+/// Measuring is blocking (broker round trips): [`run_lag_probe`] runs it on the blocking pool.
+pub struct LagProbe {
+    metrics: Metrics,
+    sink: String,
+    reported: HashSet<(String, i32)>,
+}
+
+impl LagProbe {
+    /// A probe for sink `sink`.
+    pub fn new(metrics: Metrics, sink: &str) -> LagProbe {
+        LagProbe { metrics, sink: sink.to_string(), reported: HashSet::new() }
+    }
+
+    /// Measures once and sets the gauges; partitions no longer assigned lose their series.
+    pub fn measure<X: ConsumerContext, C: Consumer<X>>(&mut self, consumer: &C) {
+        let joined = !matches!(consumer.rebalance_protocol(), RebalanceProtocol::None);
+        self.metrics.group_joined.with_label_values(&[&self.sink]).set(i64::from(joined));
+        let committed = match consumer.committed(LAG_TIMEOUT) {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                tracing::debug!(sink = %self.sink, error = %e, "lag not measured: committed offsets unavailable");
+                return;
+            }
+        };
+        let mut seen = HashSet::new();
+        for e in committed.elements() {
+            let key = (e.topic().to_string(), e.partition());
+            if let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), LAG_TIMEOUT) {
+                let from = match e.offset() {
+                    Offset::Offset(n) => n.max(low),
+                    _ => low, // nothing committed yet: the whole partition is behind
+                };
+                let partition = e.partition().to_string();
+                let labels = [self.sink.as_str(), e.topic(), partition.as_str()];
+                self.metrics.consumer_lag.with_label_values(&labels).set((high - from).max(0));
+            }
+            seen.insert(key);
+        }
+        self.forget_except(&seen);
+    }
+
+    fn forget_except(&mut self, seen: &HashSet<(String, i32)>) {
+        for (topic, partition) in self.reported.difference(seen) {
+            let partition = partition.to_string();
+            let _ = self.metrics.consumer_lag.remove_label_values(&[&self.sink, topic, &partition]);
+        }
+        self.reported = seen.clone();
+    }
+}
+
+/// Measures a sink's lag every [`LAG_EVERY`] on the blocking pool until `stop` turns true.
+pub async fn run_lag_probe<X, C>(mut probe: LagProbe, consumer: Arc<C>, mut stop: watch::Receiver<bool>)
+where
+    X: ConsumerContext + 'static,
+    C: Consumer<X> + Send + Sync + 'static,
+{
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let consumer = consumer.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            probe.measure(consumer.as_ref());
+            probe
+        });
+        match measured.await {
+            Ok(p) => probe = p,
+            Err(e) => {
+                tracing::warn!(error = %e, "lag probe failed; lag is no longer measured");
+                return;
+            }
+        }
     }
 }

@@ -166,6 +166,8 @@ pub async fn run_intake(
     let budget = sink.config.memory_budget_bytes;
     let mut ahead = FuturesOrdered::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let probe = crate::metrics::LagProbe::new(sink.metrics.clone(), sink.name());
+    tokio::spawn(crate::metrics::run_lag_probe(probe, consumer.clone(), stop.clone()));
     loop {
         tokio::select! {
             biased;

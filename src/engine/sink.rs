@@ -291,6 +291,9 @@ impl Sink {
         }
         let waited = start.elapsed().as_secs_f64();
         self.metrics.rate_limit_wait_seconds.with_label_values(&[self.name()]).observe(waited);
+        if waited >= 0.001 {
+            self.metrics.rate_limit_waits.with_label_values(&[self.name()]).inc();
+        }
     }
 
     /// Queues an item on the lane of `lot`, under the lanes lock so a lane cannot retire

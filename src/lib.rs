@@ -13,10 +13,12 @@
 //! - [`auth`]: single-flight token cache shared by token-based vendors.
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
+//! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod dlq;
 pub mod engine;
 pub mod event;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! configuration and calls into the library.
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use lotbridge::config::{self, Config};
 use std::path::PathBuf;
@@ -33,6 +34,66 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Inspect or replay the dead-letter topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Exit 0 if a lotbridge health endpoint answers 2xx (container health checks).
+    Healthcheck {
+        /// The endpoint to call.
+        #[arg(long, default_value = "http://127.0.0.1:9898/healthz")]
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Re-publish selected dead letters (original key and bytes) to their original topic.
+    Replay {
+        /// Configuration file (TOML); only its [kafka] table is used.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The dead-letter topic to read.
+        #[arg(long)]
+        from: String,
+        /// Only dead letters of this sink.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only dead letters of this stage: decode, map or deliver.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only dead letters written at or after this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        since: Option<DateTime<Utc>>,
+        /// Only dead letters written before this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        until: Option<DateTime<Utc>>,
+        /// Publish to this topic instead of each record's original topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Count what would be replayed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print dead letters grouped by sink, stage and reason.
+    Inspect {
+        /// Configuration file (TOML); only its [kafka] table is used.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The dead-letter topic (default: kafka.dead_letter_topic).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only dead letters of this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+}
+
+fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (e.g. 2026-11-23T08:00:00+08:00)"))
 }
 
 fn init_logging(json: bool, filter: Option<&str>) {
@@ -79,7 +140,50 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             lotbridge::app::shutdown_signal().await;
             Ok(())
         }
+        Command::Dlq { command } => {
+            init_logging(false, Some("warn"));
+            dlq(command).await
+        }
+        Command::Healthcheck { url } => {
+            let status =
+                reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await?.status();
+            anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            Ok(())
+        }
     }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    use lotbridge::dlq;
+    match command {
+        DlqCommand::Replay { config, from, sink, stage, since, until, to, dry_run } => {
+            let kafka = kafka_only(&config, sink.as_deref())?;
+            let selection = dlq::Selection { sink, stage, since, until };
+            let options = dlq::ReplayOptions { from, selection, to, dry_run };
+            let summary = dlq::replay(&kafka, &options, &dlq::progress_bar()).await?;
+            println!("{}{summary}", if dry_run { "dry run, nothing written: " } else { "" });
+            Ok(())
+        }
+        DlqCommand::Inspect { config, from, sink } => {
+            let kafka = kafka_only(&config, sink.as_deref())?;
+            let topic = from.unwrap_or_else(|| kafka.dead_letter_topic.clone());
+            let selection = dlq::Selection { sink, ..Default::default() };
+            print!("{}", dlq::render_table(&dlq::inspect(&kafka, &topic, &selection).await?));
+            Ok(())
+        }
+    }
+}
+
+/// The [kafka] table of a configuration, without resolving any vendor secret (the tools
+/// never call a vendor). Warns when `sink` is not configured: its dead letters may predate
+/// a rename.
+fn kafka_only(path: &std::path::Path, sink: Option<&str>) -> anyhow::Result<config::KafkaConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let parsed = Config::parse(&text, path)?;
+    if let Some(name) = sink.filter(|n| !parsed.sinks.iter().any(|s| s.name == *n)) {
+        eprintln!("warning: no sink named {name:?} in {}; selecting its dead letters anyway", path.display());
+    }
+    Ok(parsed.kafka)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<config::Loaded> {

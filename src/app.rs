@@ -183,6 +183,7 @@ pub struct HealthServer {
 impl HealthServer {
     /// Serves `/metrics`, `/healthz` and `/readyz` for `sinks` on `addr`.
     pub async fn start(addr: &str, metrics: Metrics, sinks: Vec<Arc<Sink>>) -> anyhow::Result<HealthServer> {
+        sinks.iter().for_each(|s| metrics.init_sink(s.name()));
         let health = Arc::new(Health { serving: AtomicBool::new(true) });
         let readiness = Readiness::new(sinks, metrics.clone());
         let probe = readiness.clone();

@@ -237,6 +237,21 @@ impl Metrics {
         Ok(m)
     }
 
+    /// Creates a sink's series at zero, so dashboards show them from the start and
+    /// `increase()` in alerts sees the first event (a series born at 1 shows no increase).
+    pub fn init_sink(&self, sink: &str) {
+        for gauge in [&self.sink_paused, &self.paused_partitions, &self.credentials_rejected, &self.group_joined] {
+            gauge.with_label_values(&[sink]).set(0);
+        }
+        for result in ["ok", "error"] {
+            self.dead_letter_writes.with_label_values(&[sink, result]);
+        }
+        self.token_fetches.with_label_values(&[sink, "error"]);
+        self.rate_limit_waits.with_label_values(&[sink]);
+        self.heartbeats.with_label_values(&[sink]);
+        self.photo_bytes_saved.with_label_values(&[sink]);
+    }
+
     /// The registry in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

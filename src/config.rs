@@ -196,6 +196,11 @@ pub struct SinkConfig {
     /// A lot is live while it sent anything within this many seconds (heartbeats).
     #[serde(default = "default_live_window_secs")]
     pub live_window_secs: u64,
+    /// Heartbeat period in seconds for vendors that require heartbeats (default: the
+    /// vendor's own, 60 s for Bingzhouxing; the vendor's at-most-once-a-minute limit still
+    /// applies per lot).
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
     /// When vendors that want the full lot list daily (Inspur ISP) get it: `HH:MM` or
     /// `HH:MM:SS` in China time (UTC+8).
     #[serde(default = "default_daily_push_at")]

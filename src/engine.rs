@@ -76,7 +76,8 @@ impl Engine {
             if let Some(book) = &sink.lot_book {
                 tokio::spawn(run_lot_list(self.kafka.clone(), sink.clone(), book.clone(), stop_rx.clone()));
             }
-            if let Some(period) = sink.adapter.heartbeat_every() {
+            let configured = sink.config.heartbeat_secs.map(|s| Duration::from_secs(s.max(1)));
+            if let Some(period) = sink.adapter.heartbeat_every().map(|own| configured.unwrap_or(own)) {
                 tokio::spawn(intake::run_heartbeats(sink.clone(), period, stop_rx.clone()));
             }
             consumers.push(consumer);

@@ -162,16 +162,18 @@ async fn invalid_events_and_permanent_errors_are_dead_lettered_and_consumption_g
     assert!(eventually(WAIT, || async { plates(sim).contains(&plate(4)) }).await, "consumption went on");
     engine.stop().await;
     let dlq = kafka.read_all("t3.dlq");
-    let stages: Vec<String> = dlq.iter().filter_map(|m| header(m, "lotbridge.stage")).collect();
-    assert_eq!(stages, ["decode", "decode", "deliver"]);
+    let by_offset = |o: &str| dlq.iter().find(|m| header(m, "lotbridge.original.offset").as_deref() == Some(o));
+    let stages: Vec<Option<String>> =
+        ["0", "1", "5"].iter().map(|o| by_offset(o).and_then(|m| header(m, "lotbridge.stage"))).collect();
+    assert_eq!(stages, [Some("decode".into()), Some("decode".into()), Some("deliver".into())]);
     let free = dlq.iter().find(|m| header(m, "lotbridge.original.offset").as_deref() == Some("1")).expect("offset 1");
     assert!(header(free, "lotbridge.error").unwrap().contains("data.free"), "the reason names the field");
     assert_eq!(header(free, "lotbridge.sink").as_deref(), Some("bzx"));
     assert_eq!(header(free, "lotbridge.original.topic").as_deref(), Some("t3"));
     use rdkafka::Message;
     assert_eq!(free.key(), Some(&b"P1"[..]));
-    assert_eq!(dlq[0].payload(), Some(&b"{not json"[..]), "the original bytes");
-    let refused = &dlq[2];
+    assert_eq!(by_offset("0").unwrap().payload(), Some(&b"{not json"[..]), "the original bytes");
+    let refused = by_offset("5").unwrap();
     assert!(header(refused, "lotbridge.error").unwrap().contains("1000"));
     assert_eq!(kafka.committed("g-t3.bzx", "t3", 1), vec![7], "every record has an outcome");
 }
@@ -278,4 +280,62 @@ async fn two_instances_share_the_partitions_and_one_finishes_when_the_other_stop
     assert!(eventually(WAIT, || async { plates(sim).iter().collect::<HashSet<_>>().len() >= 1600 }).await);
     b.stop().await;
     assert!(both, "both instances consumed a share");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_go_to_live_lots_at_most_once_a_minute() {
+    let kafka = Kafka::new();
+    kafka.topic("t8", 1);
+    let (toml, sims) = bzx_setup(&kafka, "t8", &[("bzx", &["LIVE", "SILENT"])], "heartbeat_secs = 1").await;
+    let sim = &sims["bzx"];
+    let engine = Running::start(common::load(&toml));
+    kafka.produce("t8", "LIVE", &vehicle("e1", "LIVE", &plate(1), false)).await;
+    let beats = || sim.control.records_for("heartbeat");
+    assert!(eventually(WAIT, || async { !beats().is_empty() }).await, "the live lot gets heartbeats");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    engine.stop().await;
+    let lots: Vec<String> = beats().iter().map(|r| r.lot.clone()).collect();
+    assert_eq!(lots, ["350"], "one per minute, and none for a lot that sent nothing: {lots:?}");
+    assert_eq!(engine_heartbeats(sim), 1);
+}
+
+fn engine_heartbeats(sim: &SimServer) -> usize {
+    sim.control.requests().iter().filter(|r| r.endpoint == "heartbeat").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_stays_within_the_budget_while_the_vendor_is_down() {
+    let kafka = Kafka::new();
+    kafka.topic("t9", 1);
+    let (toml, sims) = bzx_setup(&kafka, "t9", &[("bzx", &["P1"])], "memory_budget_bytes = 1048576").await;
+    let sim = &sims["bzx"];
+    sim.control.refuse_for(Duration::from_secs(8));
+    let photo = format!("/9j/{}", "B".repeat(30_000));
+    // 100 × 30 KB: within what the mock broker retains per partition (about 5 MiB).
+    let records: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| {
+            let data =
+                json!({"plate": plate(i), "vehicle_type": "small", "gate": "E", "photo": {"jpeg_base64": photo}});
+            ("P1".to_string(), common::event(&format!("e{i}"), "vehicle.entered", "P1", data))
+        })
+        .collect();
+    let engine = Running::start(common::load(&toml));
+    kafka.produce_all("t9", &records).await;
+    let m = engine.metrics.clone();
+    let paused = || m.paused_partitions.with_label_values(&["bzx"]).get();
+    assert!(eventually(WAIT, || async { paused() > 0 }).await, "partitions paused when the budget filled");
+    let held = m.held_bytes.with_label_values(&["bzx"]).get();
+    assert!(held < 5 * 1024 * 1024, "held {held} bytes for a 1 MiB budget (+ records decoded ahead)");
+    let ok = eventually(WAIT, || async { plates(sim).len() >= 100 }).await;
+    assert!(
+        ok,
+        "all delivered once the vendor is back: {} (last {:?}) held {} paused {}",
+        plates(sim).len(),
+        plates(sim).last(),
+        m.held_bytes.with_label_values(&["bzx"]).get(),
+        paused()
+    );
+    assert!(eventually(WAIT, || async { paused() == 0 }).await, "resumed");
+    engine.stop().await;
+    assert_eq!(plates(sim), (0..100).map(plate).collect::<Vec<_>>(), "each once, in order, after pause and resume");
 }

@@ -192,6 +192,9 @@ pub async fn run_intake(
 
 fn set_paused(sink: &Sink, consumer: &SinkConsumer, pause: bool) {
     let Ok(assignment) = consumer.assignment() else { return };
+    if !pause {
+        seek_to_read_positions(sink, consumer);
+    }
     let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
     if let Err(e) = result {
         tracing::warn!(sink = sink.name(), error = %e, pause, "cannot pause/resume partitions");
@@ -199,6 +202,22 @@ fn set_paused(sink: &Sink, consumer: &SinkConsumer, pause: bool) {
     let n = if pause { assignment.count() as i64 } else { 0 };
     sink.metrics.paused_partitions.with_label_values(&[sink.name()]).set(n);
     tracing::info!(sink = sink.name(), held_bytes = sink.held_bytes(), pause, "memory budget backpressure");
+}
+
+/// Reading must go on right after the last record routed, whatever librdkafka fetched ahead
+/// and purged while paused: seek there explicitly rather than rely on its resume position
+/// (a record read twice is ignored by the offset tracker).
+fn seek_to_read_positions(sink: &Sink, consumer: &SinkConsumer) {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, next) in sink.partitions.read_positions() {
+        let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next));
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(5)) {
+        tracing::warn!(sink = sink.name(), error = %e, "cannot seek back after backpressure");
+    }
 }
 
 fn housekeeping(sink: &Sink, consumer: &SinkConsumer, budget: usize) {

@@ -16,6 +16,7 @@ pub type TopicPartition = (Arc<str>, i32);
 #[derive(Debug, Default)]
 pub struct Tracker {
     pending: VecDeque<Slot>,
+    last: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -26,9 +27,20 @@ struct Slot {
 }
 
 impl Tracker {
-    /// Registers a record just read; offsets must arrive in increasing order.
-    pub fn register(&mut self, offset: i64, now: Instant) {
+    /// Registers a record just read. Returns false for an offset at or below one already
+    /// registered (a re-fetch after a seek): it is handled already.
+    pub fn register(&mut self, offset: i64, now: Instant) -> bool {
+        if self.last.is_some_and(|last| offset <= last) {
+            return false;
+        }
+        self.last = Some(offset);
         self.pending.push_back(Slot { offset, done: false, since: now });
+        true
+    }
+
+    /// The offset after the last one registered: where reading must go on.
+    pub fn next_to_read(&self) -> Option<i64> {
+        self.last.map(|l| l + 1)
     }
 
     /// Marks `offset` finished. Returns the new watermark (the next offset to consume) when
@@ -116,7 +128,9 @@ impl Partitions {
     pub fn register(&self, tp: &TopicPartition, offset: i64) -> Option<Ticket> {
         let mut inner = self.lock();
         let state = inner.assigned.get_mut(tp)?;
-        state.tracker.register(offset, Instant::now());
+        if !state.tracker.register(offset, Instant::now()) {
+            return None;
+        }
         Some(Ticket { tp: tp.clone(), generation: state.generation, offset })
     }
 
@@ -148,6 +162,11 @@ impl Partitions {
         self.lock().assigned.values().filter_map(|s| s.tracker.oldest()).min()
     }
 
+    /// Where reading must go on, for every assigned partition that has read something.
+    pub fn read_positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.lock().assigned.iter().filter_map(|(tp, s)| s.tracker.next_to_read().map(|n| (tp.clone(), n))).collect()
+    }
+
     /// Every assigned partition.
     pub fn assigned(&self) -> Vec<TopicPartition> {
         self.lock().assigned.keys().cloned().collect()
@@ -163,8 +182,10 @@ mod tests {
         let mut t = Tracker::default();
         let now = Instant::now();
         for o in [10, 11, 12, 14] {
-            t.register(o, now);
+            assert!(t.register(o, now));
         }
+        assert!(!t.register(12, now), "a re-fetched record is not registered twice");
+        assert_eq!(t.next_to_read(), Some(15));
         assert_eq!(t.complete(11), None, "10 is still open");
         assert_eq!(t.complete(14), None);
         assert_eq!(t.complete(10), Some(12), "10 and 11 done: next to consume is 12");
@@ -177,7 +198,7 @@ mod tests {
     fn a_failed_record_holds_the_watermark() {
         let mut t = Tracker::default();
         let now = Instant::now();
-        (0..100).for_each(|o| t.register(o, now));
+        (0..100).for_each(|o| assert!(t.register(o, now)));
         for o in 1..100 {
             assert_eq!(t.complete(o), None);
         }

@@ -235,8 +235,10 @@ impl Sink {
             match self.output.dead_letter(&dl).await {
                 Ok(()) => {
                     self.metrics.dead_letter_writes.with_label_values(&[self.name(), "ok"]).inc();
+                    let lot = origin.key.as_deref().map(String::from_utf8_lossy);
                     tracing::warn!(
                         sink = self.name(),
+                        lot = lot.as_deref().unwrap_or(""),
                         stage = stage.as_str(),
                         topic = dl.topic,
                         partition = dl.partition,

@@ -127,33 +127,21 @@ impl Readiness {
 
     /// Checks every sink's credentials once (concurrently) and records the results.
     pub async fn check_auth(&self) {
-        let checks = self.sinks.iter().map(|sink| async move {
-            match tokio::time::timeout(AUTH_CHECK_TIMEOUT, sink.adapter.check_auth()).await {
-                Ok(Ok(())) => "ok",
-                Ok(Err(PrepareError::AuthRejected(_))) => "rejected",
-                Ok(Err(e)) => {
-                    tracing::warn!(sink = sink.name(), error = %e, "credential check failed");
-                    "unavailable"
-                }
-                Err(_) => "unavailable",
-            }
-        });
-        let results = futures::future::join_all(checks).await;
+        let results = futures::future::join_all(self.sinks.iter().map(|sink| check_one(sink))).await;
         for ((sink, auth), result) in self.sinks.iter().zip(&self.auth_ok).zip(results) {
             self.record(sink, auth, result);
         }
     }
 
-    fn record(&self, sink: &Sink, auth: &AtomicBool, result: &str) {
+    fn record(&self, sink: &Sink, auth: &AtomicBool, result: AuthCheck) {
         let name = sink.name();
-        auth.store(result == "ok", Ordering::Relaxed);
-        self.metrics.auth_checks.with_label_values(&[name, result]).inc();
-        self.metrics.auth_ok.with_label_values(&[name]).set(i64::from(result == "ok"));
+        let ok = result == AuthCheck::Ok;
+        auth.store(ok, Ordering::Relaxed);
+        self.metrics.auth_checks.with_label_values(&[name, result.as_str()]).inc();
+        self.metrics.auth_ok.with_label_values(&[name]).set(i64::from(ok));
         // The engine raises this gauge on a refused token; only a good check lowers it again.
-        match result {
-            "ok" => self.metrics.credentials_rejected.with_label_values(&[name]).set(0),
-            "rejected" => self.metrics.credentials_rejected.with_label_values(&[name]).set(1),
-            _ => {}
+        if result != AuthCheck::Unavailable {
+            self.metrics.credentials_rejected.with_label_values(&[name]).set(i64::from(!ok));
         }
     }
 
@@ -164,6 +152,42 @@ impl Readiness {
         loop {
             tick.tick().await;
             self.check_auth().await;
+        }
+    }
+}
+
+/// The result of one credential check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthCheck {
+    /// A token (or nothing) was needed and obtained.
+    Ok,
+    /// The token endpoint failed or did not answer in time: maybe temporary.
+    Unavailable,
+    /// The vendor refused the credentials: an operator must act.
+    Rejected,
+}
+
+impl AuthCheck {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthCheck::Ok => "ok",
+            AuthCheck::Unavailable => "unavailable",
+            AuthCheck::Rejected => "rejected",
+        }
+    }
+}
+
+async fn check_one(sink: &Sink) -> AuthCheck {
+    match tokio::time::timeout(AUTH_CHECK_TIMEOUT, sink.adapter.check_auth()).await {
+        Ok(Ok(())) => AuthCheck::Ok,
+        Ok(Err(PrepareError::AuthRejected(_))) => AuthCheck::Rejected,
+        Ok(Err(e)) => {
+            tracing::warn!(sink = sink.name(), error = %e, "credential check failed");
+            AuthCheck::Unavailable
+        }
+        Err(_) => {
+            tracing::warn!(sink = sink.name(), "credential check timed out");
+            AuthCheck::Unavailable
         }
     }
 }

@@ -348,3 +348,39 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_sink_shows_its_alert_series_at_zero() {
+        let m = Metrics::new().unwrap();
+        m.init_sink("bzx");
+        let text = m.render();
+        for series in [
+            "lotbridge_dead_letter_writes_total{result=\"ok\",sink=\"bzx\"} 0",
+            "lotbridge_dead_letter_writes_total{result=\"error\",sink=\"bzx\"} 0",
+            "lotbridge_heartbeats_sent_total{sink=\"bzx\"} 0",
+            "lotbridge_credentials_rejected{sink=\"bzx\"} 0",
+            "lotbridge_partitions_paused{sink=\"bzx\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        assert!(text.contains("lotbridge_build_info{git_sha="), "build info always present");
+    }
+
+    #[test]
+    fn counters_end_in_total_and_every_family_has_help() {
+        let m = Metrics::new().unwrap();
+        m.init_sink("bzx");
+        let text = m.render();
+        let counters: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+        assert!(counters.len() >= 5, "{counters:?}");
+        assert!(counters.iter().all(|c| c.ends_with("_total")), "{counters:?}");
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ") && l.split(' ').count() > 3).count();
+        assert_eq!(types, helps, "every family has help text");
+    }
+}

@@ -19,6 +19,9 @@ use tokio::sync::watch;
 pub const LAG_EVERY: Duration = Duration::from_secs(5);
 /// The longest one broker call of a lag measurement may take.
 const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest one measurement may take: partitions left over keep their last value, so a
+/// slow broker cannot hold the consumer (and its clean close at shutdown) for long.
+const LAG_BUDGET: Duration = Duration::from_secs(3);
 
 /// All metrics of one process.
 #[derive(Clone)]
@@ -292,21 +295,31 @@ impl LagProbe {
                 return;
             }
         };
+        let deadline = std::time::Instant::now() + LAG_BUDGET;
         let mut seen = HashSet::new();
         for e in committed.elements() {
-            let key = (e.topic().to_string(), e.partition());
-            if let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), LAG_TIMEOUT) {
-                let from = match e.offset() {
-                    Offset::Offset(n) => n.max(low),
-                    _ => low, // nothing committed yet: the whole partition is behind
-                };
-                let partition = e.partition().to_string();
-                let labels = [self.sink.as_str(), e.topic(), partition.as_str()];
-                self.metrics.consumer_lag.with_label_values(&labels).set((high - from).max(0));
+            if std::time::Instant::now() < deadline {
+                self.measure_partition(consumer, e.topic(), e.partition(), e.offset());
             }
-            seen.insert(key);
+            seen.insert((e.topic().to_string(), e.partition()));
         }
         self.forget_except(&seen);
+    }
+
+    fn measure_partition<X: ConsumerContext, C: Consumer<X>>(
+        &self,
+        consumer: &C,
+        topic: &str,
+        partition: i32,
+        committed: Offset,
+    ) {
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, LAG_TIMEOUT) else { return };
+        let from = match committed {
+            Offset::Offset(n) => n.max(low),
+            _ => low, // nothing committed yet: the whole partition is behind
+        };
+        let partition = partition.to_string();
+        self.metrics.consumer_lag.with_label_values(&[&self.sink, topic, &partition]).set((high - from).max(0));
     }
 
     fn forget_except(&mut self, seen: &HashSet<(String, i32)>) {

@@ -177,3 +177,59 @@ async fn replay_to_another_topic_and_refusals() {
     let err = replay(&kc, &missing).await.unwrap_err();
     assert!(err.to_string().contains("no-such-topic"), "{err}");
 }
+
+/// Writes a dead letter as the engine does: original key and bytes, reason in headers.
+async fn write_dead_letter(kafka: &Kafka, topic: &str, sink: &str, error: &str) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().expect("producer");
+    let headers = [("lotbridge.sink", sink), ("lotbridge.stage", "deliver"), ("lotbridge.error", error)]
+        .into_iter()
+        .chain([("lotbridge.original.topic", "in"), ("lotbridge.original.partition", "0")])
+        .fold(OwnedHeaders::new(), |h, (key, v)| h.insert(Header { key, value: Some(v) }));
+    let value = vehicle("x", "A1", "晋A99999", false);
+    let record = FutureRecord::to(topic).key("A1").payload(&value).headers(headers);
+    producer.send(record, Duration::from_secs(10)).await.expect("dead letter");
+}
+
+fn lotbridge(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lotbridge")).args(args).output().expect("run lotbridge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_tools_need_only_the_kafka_table() {
+    let kafka = Kafka::new();
+    kafka.topic("in", 1);
+    kafka.topic("cli.dlq", 1);
+    write_dead_letter(&kafka, "cli.dlq", "bzx", "code 1000: unknown lot").await;
+    write_dead_letter(&kafka, "cli.dlq", "bzx", "code 1000: unknown lot").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lotbridge.toml");
+    // A vendor secret that is not set: the tools must not try to resolve it.
+    let toml = format!(
+        "[kafka]\nbrokers = \"{}\"\ntopics = [\"in\"]\ndead_letter_topic = \"cli.dlq\"\n\n[[sinks]]\nname = \"bzx\"\n\
+         [sinks.zvcms]\nbase_url = \"http://127.0.0.1:1\"\nopen_id = \"x\"\n\
+         grant_code = {{ env = \"LOTBRIDGE_TEST_NEVER_SET\" }}\nsecret_key = {{ env = \"LOTBRIDGE_TEST_NEVER_SET\" }}\n",
+        kafka.brokers
+    );
+    std::fs::write(&path, toml).expect("write config");
+    let config = path.to_str().expect("utf-8 path");
+
+    let out = tokio::task::block_in_place(|| lotbridge(&["dlq", "inspect", "--config", config]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("code 1000: unknown lot") && text.ends_with("2 dead letters in 1 groups\n"), "{text}");
+
+    let dry = ["dlq", "replay", "--config", config, "--from", "cli.dlq", "--sink", "bzx", "--dry-run"];
+    let out = tokio::task::block_in_place(|| lotbridge(&dry));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("dry run, nothing written: scanned 2, selected 2, replayed 2"), "{text}");
+    assert_eq!(kafka.read_all("in").len(), 0, "a dry run writes nothing");
+
+    let bad = ["dlq", "replay", "--config", config, "--from", "cli.dlq", "--since", "yesterday"];
+    let out = tokio::task::block_in_place(|| lotbridge(&bad));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-11-23T08:00:00+08:00"), "the error shows the format");
+}

@@ -2,7 +2,8 @@
 //! (librdkafka's mock cluster), the vendor simulators, the real engine with `/metrics`,
 //! `/healthz` and `/readyz`, and a producer that keeps every panel of the Grafana dashboard
 //! fed: deliveries, invalid and unbound records, vendor 500s and 429s, rate-limit waits,
-//! oversized photos, heartbeats, and a sink whose credentials the vendor rejects.
+//! oversized photos, heartbeats, tokens expired by the vendor, and a sink whose credentials
+//! the vendor rejects.
 //!
 //! `cargo run --example metrics_scenario`; environment:
 //! - `LOTBRIDGE_METRICS_ADDR` (default `127.0.0.1:0`): where to serve the endpoints;
@@ -149,6 +150,9 @@ async fn produce(producer: &FutureProducer, sims: &HashMap<String, SimServer>, u
             if let Some(bzx) = sims.get("bzx") {
                 bzx.control.fail_next(2, Failure::Status(500));
                 bzx.control.throttle_next(1, 1);
+            }
+            if let Some(isp) = sims.get("isp") {
+                isp.control.expire_tokens(); // the vendor refuses the token: refreshed and retried
             }
         }
         let (key, value) = record(i, &photo);

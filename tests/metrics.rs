@@ -244,3 +244,29 @@ async fn a_vendor_that_keeps_failing_shows_as_lag_and_an_old_unacked_record() {
     assert_eq!(h.value("lotbridge_records_outcome_total", &stuck), 0.0, "nothing finished");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_without_partitions_is_a_ready_standby() {
+    let kafka = Kafka::new();
+    kafka.topic("m6", 1);
+    let (toml, _sim) = setup(&kafka, "m6", &bzx_sink("P1"), &bzx_sink("P1")).await;
+    let first = Harness::start(&toml).await;
+    let assigned = [("sink", "bzx")];
+    assert!(eventually(WAIT, || async { first.value("lotbridge_partitions_assigned", &assigned) == 1.0 }).await);
+    let second = Harness::start(&toml).await;
+    let both_joined = eventually(WAIT, || async {
+        second.value("lotbridge_consumer_group_joined", &assigned) == 1.0
+            && first.value("lotbridge_consumer_group_joined", &assigned) == 1.0
+    });
+    assert!(both_joined.await, "both replicas joined the group");
+    let one_owner = eventually(WAIT, || async {
+        let owners = first.value("lotbridge_partitions_assigned", &assigned)
+            + second.value("lotbridge_partitions_assigned", &assigned);
+        owners == 1.0
+    });
+    assert!(one_owner.await, "one partition, one owner: the other replica is a standby");
+    assert!(eventually(WAIT, || async { second.get("/readyz").await.0 == 200 }).await, "the standby is ready");
+    assert!(eventually(WAIT, || async { first.get("/readyz").await.0 == 200 }).await, "the owner is ready");
+    second.stop().await;
+    first.stop().await;
+}

@@ -14,10 +14,12 @@
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
+//! - [`demo`]: `lotbridge demo`: broker, simulators, a synthetic city and the engine in one process.
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod dlq;
 pub mod engine;
 pub mod event;

@@ -34,6 +34,28 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Try lotbridge in one command: embedded broker, vendor simulators, a synthetic city
+    /// and the engine; ends with a summary and exits 0 only if nothing was left undone.
+    Demo {
+        /// Lots in the synthetic city.
+        #[arg(long, default_value_t = 200)]
+        lots: usize,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Inject no faults (vendor outage, expired tokens, invalid events).
+        #[arg(long)]
+        no_faults: bool,
+        /// Serve /metrics, /healthz and /readyz here while running (e.g. 127.0.0.1:9898).
+        #[arg(long)]
+        metrics_addr: Option<String>,
+        /// Where to write the generated configuration (default: a temporary folder).
+        #[arg(long)]
+        config_out: Option<PathBuf>,
+    },
     /// Inspect or replay the dead-letter topic.
     Dlq {
         #[command(subcommand)]
@@ -138,6 +160,22 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 println!("simulating sink {name} on {}", server.base_url());
             }
             lotbridge::app::shutdown_signal().await;
+            Ok(())
+        }
+        Command::Demo { lots, duration, rate, no_faults, metrics_addr, config_out } => {
+            init_logging(false, Some("warn"));
+            let opts = lotbridge::demo::Options {
+                lots,
+                duration: std::time::Duration::from_secs(duration),
+                rate,
+                faults: !no_faults,
+                metrics_addr,
+                config_out,
+                ..Default::default()
+            };
+            let report = lotbridge::demo::run(opts).await?;
+            print!("{report}");
+            anyhow::ensure!(report.complete(), "some records have no final outcome");
             Ok(())
         }
         Command::Dlq { command } => {

@@ -104,18 +104,39 @@ pub struct Readiness {
     sinks: Vec<Arc<Sink>>,
     auth_ok: Vec<AtomicBool>,
     metrics: Metrics,
+    last: AtomicBool,
 }
 
 impl Readiness {
     /// Readiness of `sinks`; credentials count as unchecked (not ready) until the first check.
     pub fn new(sinks: Vec<Arc<Sink>>, metrics: Metrics) -> Arc<Readiness> {
         let auth_ok = sinks.iter().map(|_| AtomicBool::new(false)).collect();
-        Arc::new(Readiness { sinks, auth_ok, metrics })
+        Arc::new(Readiness { sinks, auth_ok, metrics, last: AtomicBool::new(false) })
     }
 
     /// True when every sink has partitions (or joined its group) and working credentials.
+    /// Logs when the answer changes, with the first sink that holds readiness back.
     pub fn is_ready(&self) -> bool {
-        self.sinks.iter().zip(&self.auth_ok).all(|(sink, auth)| auth.load(Ordering::Relaxed) && self.placed(sink))
+        let blocker = self.sinks.iter().zip(&self.auth_ok).find_map(|(sink, auth)| self.blocker(sink, auth));
+        let ready = blocker.is_none();
+        if self.last.swap(ready, Ordering::Relaxed) != ready {
+            match blocker {
+                None => tracing::info!("ready"),
+                Some((sink, why)) => tracing::info!(sink, why, "not ready"),
+            }
+        }
+        ready
+    }
+
+    /// Why `sink` holds readiness back, if it does.
+    fn blocker<'a>(&self, sink: &'a Sink, auth: &AtomicBool) -> Option<(&'a str, &'static str)> {
+        if !auth.load(Ordering::Relaxed) {
+            Some((sink.name(), "credentials not checked or not accepted"))
+        } else if !self.placed(sink) {
+            Some((sink.name(), "no partitions and not in its consumer group yet"))
+        } else {
+            None
+        }
     }
 
     /// Partitions assigned, or a member of a group that has none to give (more replicas

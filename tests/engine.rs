@@ -339,3 +339,19 @@ async fn memory_stays_within_the_budget_while_the_vendor_is_down() {
     engine.stop().await;
     assert_eq!(plates(sim), (0..100).map(plate).collect::<Vec<_>>(), "each once, in order, after pause and resume");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_dead_letter_goes_only_to_its_sink() {
+    let kafka = Kafka::new();
+    kafka.topic("t10", 1);
+    let (toml, sims) = bzx_setup(&kafka, "t10", &[("a", &["P1"]), ("b", &["P1"])], "").await;
+    let engine = Running::start(common::load(&toml));
+    let replay = (lotbridge::dlq::headers::REPLAY_SINK, "b");
+    kafka.produce_with_header("t10", "P1", &vehicle("r1", "P1", &plate(1), false), replay).await;
+    kafka.produce("t10", "P1", &vehicle("n1", "P1", &plate(2), false)).await;
+    assert!(eventually(WAIT, || async { plates(&sims["b"]).len() >= 2 && !plates(&sims["a"]).is_empty() }).await);
+    engine.stop().await;
+    assert_eq!(plates(&sims["a"]), [plate(2)], "sink a skips a record replayed for b");
+    assert_eq!(plates(&sims["b"]), [plate(1), plate(2)]);
+    assert_eq!(kafka.committed("g-t10.a", "t10", 1), vec![2], "the skip is a final outcome");
+}

@@ -106,6 +106,8 @@ struct Prepared {
     offset: i64,
     key: Option<Bytes>,
     raw: Bytes,
+    /// A replayed dead letter is for this sink only.
+    replay_for: Option<String>,
     result: Result<Routed, (Stage, String)>,
 }
 
@@ -122,6 +124,7 @@ struct RawRecord {
     offset: i64,
     key: Option<Bytes>,
     raw: Bytes,
+    replay_for: Option<String>,
 }
 
 impl RawRecord {
@@ -131,8 +134,17 @@ impl RawRecord {
             offset: msg.offset(),
             key: msg.key().map(Bytes::copy_from_slice),
             raw: msg.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            replay_for: replay_target(msg),
         }
     }
+}
+
+/// The sink a replayed dead letter is meant for (`lotbridge dlq replay` sets the header).
+fn replay_target(msg: &BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = msg.headers()?;
+    let header = headers.iter().find(|h| h.key == crate::dlq::headers::REPLAY_SINK)?;
+    header.value.map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 fn prepare(sink: &Sink, rec: RawRecord, limits: DecodeLimits) -> Prepared {
@@ -143,7 +155,7 @@ fn prepare(sink: &Sink, rec: RawRecord, limits: DecodeLimits) -> Prepared {
             Ok(mapping) => Ok(Routed { lot: event.lot.clone(), mapping, event }),
         },
     };
-    Prepared { origin_tp: rec.tp, offset: rec.offset, key: rec.key, raw: rec.raw, result }
+    Prepared { origin_tp: rec.tp, offset: rec.offset, key: rec.key, raw: rec.raw, replay_for: rec.replay_for, result }
 }
 
 /// Decodes and maps one record; large ones (photos) on the blocking pool.
@@ -235,6 +247,11 @@ fn route(sink: &Arc<Sink>, p: Prepared) {
     let Some(ticket) = sink.partitions.register(&p.origin_tp, p.offset) else {
         return; // a late record of a revoked partition: its new owner reads it
     };
+    if p.replay_for.as_deref().is_some_and(|target| target != sink.name()) {
+        sink.metrics.skipped.with_label_values(&[sink.name(), "replayed_for_other_sink"]).inc();
+        sink.complete(&ticket);
+        return;
+    }
     if let (Some(book), Ok(routed)) = (&sink.lot_book, &p.result) {
         book.observe(&routed.event, &p.origin_tp);
     }

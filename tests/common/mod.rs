@@ -47,6 +47,14 @@ impl Kafka {
         self.producer.send(record, Duration::from_secs(10)).await.expect("produce");
     }
 
+    /// Produces one record with one header and waits for the acknowledgement.
+    pub async fn produce_with_header(&self, topic: &str, key: &str, value: &[u8], header: (&str, &str)) {
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header { key: header.0, value: Some(header.1) });
+        let record = FutureRecord::to(topic).key(key).payload(value).headers(headers);
+        self.producer.send(record, Duration::from_secs(10)).await.expect("produce");
+    }
+
     /// Produces many records without waiting for each acknowledgement.
     pub async fn produce_all(&self, topic: &str, records: &[(String, Vec<u8>)]) {
         let mut pending = Vec::with_capacity(records.len());

@@ -142,6 +142,9 @@ check_dashboard() {
   mapfile -t exprs < <(dashboard_queries)
   [ "${#exprs[@]}" -gt 0 ] || fail "no expr found in $DASHBOARD"
   jq -e '.templating.list[] | select(.name == "sink")' "$DASHBOARD" >/dev/null || fail "no sink variable in $DASHBOARD"
+  jq -e '[.panels[].id] | length == (unique | length)' "$DASHBOARD" >/dev/null || fail "duplicate panel ids in $DASHBOARD"
+  jq -e '[.panels[] | select(.type != "row") | (.targets | length) > 0] | all' "$DASHBOARD" >/dev/null ||
+    fail "a panel without queries in $DASHBOARD"
   for expr in "${exprs[@]}"; do
     total=$((total + 1))
     while :; do

@@ -14,6 +14,7 @@
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
+//! - [`produce`]: `lotbridge produce`: the synthetic city into a real cluster (compose traffic).
 //! - [`demo`]: `lotbridge demo`: broker, simulators, a synthetic city and the engine in one process.
 
 pub mod app;
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod event;
 pub mod metrics;
 pub mod photo;
+pub mod produce;
 pub mod secret;
 pub mod sim;
 pub mod vendors;

@@ -67,6 +67,30 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9898/healthz")]
         url: String,
     },
+    /// Produce the demo's synthetic city into a real Kafka cluster (a traffic source).
+    Produce {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Topic of contract events.
+        #[arg(long)]
+        topic: String,
+        /// Lots in the city (codes L0000...).
+        #[arg(long, default_value_t = 40)]
+        lots: usize,
+        /// Lots (by index, e.g. 20-29) that take coupons.
+        #[arg(long, value_parser = lotbridge::produce::parse_range)]
+        coupon_lots: Option<std::ops::RangeInclusive<usize>>,
+        /// Events per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Random seed of the city.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +205,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => {
             init_logging(false, Some("warn"));
             dlq(command).await
+        }
+        Command::Produce { brokers, topic, lots, coupon_lots, rate, seed, duration } => {
+            init_logging(false, None);
+            let duration = duration.map(std::time::Duration::from_secs);
+            let opts = lotbridge::produce::Options { brokers, topic, lots, coupon_lots, rate, seed, duration };
+            lotbridge::produce::run(opts, lotbridge::app::shutdown_signal()).await.map(drop)
         }
         Command::Healthcheck { url } => {
             let status =

@@ -19,13 +19,7 @@ async fn bzx_setup(
     sinks: &[(&str, &[&str])],
     extra: &str,
 ) -> (String, HashMap<String, SimServer>) {
-    let mut toml = format!(
-        "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
-         dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
-         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
-        kafka.brokers
-    );
+    let mut toml = common::kafka_section(kafka, topic);
     let mut sims = HashMap::new();
     for (name, lots) in sinks {
         let bindings: Vec<String> = lots

@@ -16,16 +16,6 @@ use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn kafka_section(kafka: &Kafka, topic: &str) -> String {
-    format!(
-        "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
-         dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
-         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
-        kafka.brokers
-    )
-}
-
 const TUNING: &str = "[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n[sinks.batch]\nlinger_ms = 5\n";
 
 fn bzx_sink(lot: &str) -> String {
@@ -45,10 +35,13 @@ fn isp_sink(secret: &str) -> String {
 /// Starts the simulator of `sink` (configured with `sim_sink`'s credentials) and returns
 /// the full configuration text using `sink`, pointed at it.
 async fn setup(kafka: &Kafka, topic: &str, sim_sink: &str, sink: &str) -> (String, SimServer) {
-    let probe =
-        common::load(&format!("{}{}", kafka_section(kafka, topic), sim_sink.replace("{url}", "http://127.0.0.1:0")));
+    let probe = common::load(&format!(
+        "{}{}",
+        common::kafka_section(kafka, topic),
+        sim_sink.replace("{url}", "http://127.0.0.1:0")
+    ));
     let (_, server) = sim::start_for_config(&probe).await.expect("simulator").into_iter().next().expect("one sink");
-    (format!("{}{}", kafka_section(kafka, topic), sink.replace("{url}", &server.base_url())), server)
+    (format!("{}{}", common::kafka_section(kafka, topic), sink.replace("{url}", &server.base_url())), server)
 }
 
 /// The engine with its health server, on the test's runtime.

@@ -14,16 +14,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn kafka_section(kafka: &Kafka, topic: &str) -> String {
-    format!(
-        "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
-         dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
-         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
-        kafka.brokers
-    )
-}
-
 const RETRY: &str = "[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n[sinks.batch]\nlinger_ms = 5\n";
 
 fn sinks() -> String {
@@ -72,7 +62,7 @@ async fn setup(kafka: &Kafka, topic: &str, sinks_toml: &str) -> (String, HashMap
     let placeholder = ["{bzx}", "{isp}", "{barrier}", "{zvcms}"]
         .iter()
         .fold(sinks_toml.to_string(), |t, p| t.replace(p, "http://127.0.0.1:0"));
-    let probe = common::load(&format!("{}{placeholder}", kafka_section(kafka, topic)));
+    let probe = common::load(&format!("{}{placeholder}", common::kafka_section(kafka, topic)));
     let servers = sim::start_for_config(&probe).await.expect("simulators");
     let mut text = sinks_toml.to_string();
     let mut by_name = HashMap::new();
@@ -86,7 +76,7 @@ async fn setup(kafka: &Kafka, topic: &str, sinks_toml: &str) -> (String, HashMap
         text = text.replace(key, &server.base_url());
         by_name.insert(name, server);
     }
-    (format!("{}{text}", kafka_section(kafka, topic)), by_name)
+    (format!("{}{text}", common::kafka_section(kafka, topic)), by_name)
 }
 
 fn ev(id: &str, ty: &str, lot: &str, data: Value) -> (String, Vec<u8>) {

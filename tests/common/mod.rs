@@ -121,6 +121,19 @@ impl Kafka {
     }
 }
 
+/// The `[kafka]` table of a test config: topic `topic`, its `.dlq` and `.results`, group
+/// prefix `g-<topic>`, fast commits, and a short session timeout (the mock cluster keeps a
+/// departed member until it expires).
+pub fn kafka_section(kafka: &Kafka, topic: &str) -> String {
+    format!(
+        "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
+         dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
+         commit_interval_ms = 200\ndrain_timeout_ms = 3000\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        kafka.brokers
+    )
+}
+
 /// A header of a record as text.
 pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
     let headers = m.headers()?;

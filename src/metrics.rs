@@ -81,8 +81,10 @@ pub struct Metrics {
     pub results_published: IntCounterVec,
     /// Build information.
     pub build_info: IntGaugeVec,
-    /// Tokens the engine could not get when preparing a request, by sink and result.
+    /// Calls to a vendor's token endpoint, by sink and result (`ok`, `error`).
     pub token_fetches: IntCounterVec,
+    /// Tokens forgotten after the vendor refused them, by sink.
+    pub token_invalidations: IntCounterVec,
     /// 1 while a sink's credentials are rejected by its vendor.
     pub credentials_rejected: IntGaugeVec,
     /// Background credential checks (readiness), by sink and result (`ok`, `unavailable`, `rejected`).
@@ -210,8 +212,14 @@ impl Metrics {
             token_fetches: counter(
                 &r,
                 "token_fetches_total",
-                "Tokens not obtained when preparing a request.",
+                "Calls to the vendor's token endpoint, by result.",
                 &["sink", "result"],
+            )?,
+            token_invalidations: counter(
+                &r,
+                "token_invalidations_total",
+                "Tokens forgotten after the vendor refused them.",
+                &["sink"],
             )?,
             credentials_rejected: gauge(
                 &r,
@@ -250,6 +258,8 @@ impl Metrics {
             self.dead_letter_writes.with_label_values(&[sink, result]);
         }
         self.token_fetches.with_label_values(&[sink, "error"]);
+        self.token_fetches.with_label_values(&[sink, "ok"]);
+        self.token_invalidations.with_label_values(&[sink]);
         self.rate_limit_waits.with_label_values(&[sink]);
         self.heartbeats.with_label_values(&[sink]);
         self.photo_bytes_saved.with_label_values(&[sink]);

@@ -257,6 +257,11 @@ pub trait Adapter: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Counters of the adapter's token cache, for token-based vendors (metrics).
+    fn token_stats(&self) -> Option<&crate::auth::TokenStats> {
+        None
+    }
+
     /// Platform lot codes bound to this sink.
     fn bound_lots(&self) -> Vec<String>;
 

@@ -169,6 +169,10 @@ async fn a_token_expiring_mid_stream_is_refreshed_once_and_nothing_is_lost() {
         (100..200).map(|i| ("P1".to_string(), vehicle(&format!("a{i}"), "P1", &format!("晋A{i:05}"), false))).collect();
     kafka.produce_all("v2", &second).await;
     assert!(eventually(WAIT, || async { isp.control.records_for("park/entrance").len() >= 200 }).await, "nothing lost");
+    let m = engine.metrics.clone();
+    let fetched = || m.count(&m.token_fetches, &["isp", "ok"]);
+    assert!(eventually(WAIT, || async { fetched() == 2 }).await, "token fetches exported: {}", fetched());
+    assert_eq!(m.count(&m.token_invalidations, &["isp"]), 1, "the refused token was forgotten once");
     engine.stop().await;
     let token_calls = isp.control.requests().iter().filter(|r| r.endpoint == sim::isp::TOKEN).count();
     assert_eq!(token_calls, 2, "one fetch at start, one refresh after the expiry");

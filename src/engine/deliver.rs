@@ -277,7 +277,6 @@ fn count_retry(sink: &Sink, reason: &str) {
 fn auth_verdict(sink: &Sink, e: PrepareError) -> Verdict {
     let rejected = matches!(e, PrepareError::AuthRejected(_));
     sink.metrics.credentials_rejected.with_label_values(&[sink.name()]).set(i64::from(rejected));
-    sink.metrics.token_fetches.with_label_values(&[sink.name(), "error"]).inc();
     if rejected {
         tracing::error!(sink = sink.name(), error = %e, "vendor rejects the configured credentials: fix them; records wait in Kafka");
     }

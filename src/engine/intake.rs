@@ -240,6 +240,7 @@ fn housekeeping(sink: &Sink, consumer: &SinkConsumer, budget: usize) {
     let age = sink.partitions.oldest().map_or(0, |t| t.elapsed().as_secs());
     sink.metrics.oldest_unacked_seconds.with_label_values(&[sink.name()]).set(age as i64);
     sink.metrics.assigned_partitions.with_label_values(&[sink.name()]).set(sink.partitions.assigned().len() as i64);
+    sink.export_token_stats();
 }
 
 fn route(sink: &Arc<Sink>, p: Prepared) {

@@ -102,6 +102,7 @@ pub struct Sink {
     /// Whether intake paused its partitions for the memory budget.
     pub backpressured: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
+    token_seen: Mutex<[u64; 3]>,
     /// Latest lot information, for vendors that want the full list daily.
     pub lot_book: Option<Arc<super::lots::LotBook>>,
 }
@@ -145,6 +146,7 @@ impl Sink {
             backpressured: AtomicBool::new(false),
             stop: tokio::sync::watch::channel(false).0,
             lot_book: adapter_wants_lots.then(Default::default),
+            token_seen: Mutex::new([0; 3]),
         }
     }
 
@@ -315,6 +317,19 @@ impl Sink {
         let settled = lane.lock().push(item, Instant::now());
         lane.notify.notify_one();
         (settled, created.then_some(lane))
+    }
+
+    /// Adds what the adapter's token cache counted since the last call to the token metrics.
+    pub fn export_token_stats(&self) {
+        let Some(stats) = self.adapter.token_stats() else { return };
+        let now = [&stats.fetches, &stats.failures, &stats.invalidations].map(|c| c.load(Ordering::Relaxed));
+        let mut seen = self.token_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let delta: Vec<u64> = now.iter().zip(seen.iter()).map(|(n, s)| n.saturating_sub(*s)).collect();
+        *seen = now;
+        let m = &self.metrics;
+        m.token_fetches.with_label_values(&[self.name(), "ok"]).inc_by(delta[0]);
+        m.token_fetches.with_label_values(&[self.name(), "error"]).inc_by(delta[1]);
+        m.token_invalidations.with_label_values(&[self.name()]).inc_by(delta[2]);
     }
 
     /// Tells lanes to stop after their current request (shutdown, after the drain).

@@ -148,6 +148,10 @@ impl Adapter for BarrierAdapter {
         self.tokens.get().await.map(|_| ()).map_err(prepare_error)
     }
 
+    fn token_stats(&self) -> Option<&crate::auth::TokenStats> {
+        Some(&self.tokens.stats)
+    }
+
     fn bound_lots(&self) -> Vec<String> {
         self.bindings.lots()
     }

@@ -137,6 +137,10 @@ impl Adapter for IspAdapter {
         self.tokens.get().await.map(drop).map_err(prepare_error)
     }
 
+    fn token_stats(&self) -> Option<&crate::auth::TokenStats> {
+        Some(&self.tokens.stats)
+    }
+
     fn bound_lots(&self) -> Vec<String> {
         self.bindings.lots()
     }

@@ -256,7 +256,8 @@ async fn two_instances_share_the_partitions_and_one_finishes_when_the_other_stop
     let sim = &sims["bzx"];
     let a = Running::start(common::load(&toml));
     let b = Running::start(common::load(&toml));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let assigned = |r: &Running| r.metrics.assigned_partitions.with_label_values(&["bzx"]).get() > 0;
+    assert!(eventually(WAIT, || async { assigned(&a) && assigned(&b) }).await, "the group split the partitions");
     let records: Vec<(String, Vec<u8>)> = (0..1600)
         .map(|i| {
             let lot = &lots[i % 8];

@@ -1,0 +1,373 @@
+//! End to end on one embedded broker (librdkafka's mock cluster), in one process:
+//!
+//! (a) raw rdkafka consumption of N pre-produced events: the physical limit of this
+//!     machine's Kafka path; (b) lotbridge delivering the same N events to a vendor that
+//!     answers at once (Bingzhouxing `carInOut`, batches of 100). For small events and for
+//!     30 KB photos. Then (c) memory: the vendor down while events with 30 KB photos
+//!     arrive; peak RSS against the sink's memory budget.
+//!
+//! `cargo bench --bench e2e` (env `E2E_SMALL`, `E2E_PHOTOS`, `E2E_MEMORY` set N).
+
+use axum::routing::post;
+use axum::Router;
+use base64::Engine as _;
+use futures::StreamExt;
+use image::codecs::jpeg::JpegEncoder;
+use lotbridge::config::Config;
+use lotbridge::demo::summary::quantile;
+use lotbridge::engine::Engine;
+use lotbridge::metrics::Metrics;
+use prometheus::core::Metric as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Partitions per topic: the mock broker keeps ~5 MiB per partition, so N photos must
+/// spread over enough of them to be retained whole before anyone reads.
+const PARTITIONS: i32 = 64;
+/// Lots (lanes); a multiple of `PARTITIONS` so each lot stays on one partition.
+const LOTS: usize = 128;
+
+struct Bench {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    brokers: String,
+    producer: FutureProducer,
+}
+
+fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Peak resident set size in bytes (VmHWM), and a reset of it (clear_refs 5).
+fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+/// Current resident set size in bytes.
+fn rss() -> u64 {
+    status_bytes("VmRSS:")
+}
+fn status_bytes(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1));
+    kb.and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A JPEG whose base64 is about `chars` long.
+fn photo(chars: usize) -> String {
+    let mut side = 64u32;
+    loop {
+        let mut s: u32 = 0x9E37_79B9;
+        let img = image::RgbImage::from_fn(side, side * 3 / 4, |x, y| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, (s % 40) as u8])
+        });
+        let mut out = Vec::new();
+        JpegEncoder::new_with_quality(&mut out, 80).encode_image(&img).expect("jpeg");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(out);
+        if b64.len() >= chars {
+            return b64;
+        }
+        side += 16;
+    }
+}
+
+fn event(i: usize, photo: Option<&str>) -> (String, Vec<u8>) {
+    let lot = format!("L{:03}", i % LOTS);
+    // Partition i % PARTITIONS (see `send`) spreads bytes evenly: key hashing would put
+    // several lots on one partition and push it over the mock broker's ~5 MiB.
+    let mut data =
+        serde_json::json!({"plate": format!("晋A{:05}", i % 100_000), "vehicle_type": "small", "gate": "East 1"});
+    if let Some(p) = photo {
+        data["photo"] = serde_json::json!({"jpeg_base64": p});
+    }
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let v = serde_json::json!({"v": 1, "id": format!("e{i}"), "type": "vehicle.entered", "lot": lot, "at": at, "data": data});
+    (lot, v.to_string().into_bytes())
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            .set("message.max.bytes", "12000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .create()
+            .expect("producer");
+        Bench { cluster, brokers, producer }
+    }
+
+    async fn produce(&self, topic: &str, n: usize, photo: Option<&str>) -> u64 {
+        self.cluster.create_topic(topic, PARTITIONS, 1).expect("topic");
+        let mut bytes = 0u64;
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for i in 0..n {
+            let (key, value) = event(i, photo);
+            bytes += value.len() as u64;
+            loop {
+                match self.producer.send_result(
+                    FutureRecord::to(topic).partition((i % PARTITIONS as usize) as i32).key(&key).payload(&value),
+                ) {
+                    Ok(f) => break pending.push(f),
+                    Err(_) => {
+                        while pending.len() > 1000 {
+                            let _ = pending.next().await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+        while let Some(r) = pending.next().await {
+            r.expect("delivery").expect("produced");
+        }
+        self.producer.flush(Duration::from_secs(30)).expect("flush");
+        bytes
+    }
+
+    /// (a): a plain StreamConsumer reading every record once.
+    async fn raw(&self, topic: &str, n: usize) -> Duration {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("raw-{topic}"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("fetch.max.bytes", "52428800")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let first = consumer.recv().await.expect("first record").payload().map_or(0, |p| p.len());
+        let start = Instant::now();
+        let mut seen = 1usize;
+        let mut checksum = first;
+        while seen < n {
+            let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+                .await
+                .expect("records missing: the mock broker dropped some (over ~5 MiB per partition)")
+                .expect("record");
+            checksum = checksum.wrapping_add(m.payload().map_or(0, |p| p.len()));
+            seen += 1;
+        }
+        std::hint::black_box(checksum);
+        start.elapsed()
+    }
+}
+
+/// A vendor that accepts everything at once and keeps nothing.
+async fn instant_vendor(down: Arc<AtomicBool>) -> String {
+    let down2 = down.clone();
+    let app = Router::new().fallback(post(move || {
+        let down = down2.clone();
+        async move {
+            if down.load(Ordering::Relaxed) {
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "{}")
+            } else {
+                (axum::http::StatusCode::OK, r#"{"code":"0","msg":"ok","data":""}"#)
+            }
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    format!("http://{addr}")
+}
+
+fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::config::Loaded {
+    let bindings: Vec<String> = (0..LOTS)
+        .map(|i| format!("{{ lot = \"L{i:03}\", vendor_lot = \"{}\", token = {{ value = \"t{i}\" }} }}", 1000 + i))
+        .collect();
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"lb-{topic}\"\n\
+         dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\ncommit_interval_ms = 200\n\
+         [[sinks]]\nname = \"bzx\"\nmemory_budget_bytes = {budget}\nconcurrency = 64\nbindings = [{}]\n\
+         [sinks.rate_limit]\nrequests_per_second = 100000\nburst = 10000\n\
+         [sinks.retry]\ninitial_ms = 50\nmax_interval_ms = 500\n\
+         [sinks.batch]\nmax_records = 100\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{url}\"\n",
+        bindings.join(", ")
+    );
+    Config::parse(&text, std::path::Path::new("e2e.toml"))
+        .expect("parse")
+        .build(std::path::Path::new("."), reqwest::Client::new())
+        .expect("build")
+}
+
+fn outcomes(metrics: &Metrics) -> u64 {
+    metrics.outcomes.with_label_values(&["bzx", "vehicle.entered", "delivered"]).get()
+}
+
+/// (b): the engine delivering the topic; returns elapsed from the first outcome... to the last.
+async fn lotbridge(bench: &Bench, topic: &str, n: usize) -> (Duration, Option<f64>, Option<f64>) {
+    let url = instant_vendor(Arc::new(AtomicBool::new(false))).await;
+    let metrics = Metrics::new().expect("metrics");
+    let engine = Engine::new(
+        config(&bench.brokers, topic, &url, 256 << 20),
+        metrics.clone(),
+        lotbridge::app::http_client().expect("http"),
+    )
+    .expect("engine");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    while outcomes(&metrics) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let start = Instant::now();
+    while (outcomes(&metrics) as usize) < n {
+        assert!(start.elapsed() < Duration::from_secs(300), "lotbridge delivered only {}", outcomes(&metrics));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    let h = metrics.consume_to_ack_seconds.with_label_values(&["bzx"]).metric();
+    let buckets: Vec<(f64, u64)> =
+        h.get_histogram().get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
+    let count = h.get_histogram().get_sample_count();
+    let _ = tx.send(());
+    let _ = task.await;
+    (took, quantile(&buckets, count, 0.5), quantile(&buckets, count, 0.99))
+}
+
+async fn scenario(bench: &Bench, name: &str, n: usize, photo: Option<&str>) {
+    let topic = format!("e2e-{name}");
+    let bytes = bench.produce(&topic, n, photo).await;
+    // The mock broker holds every record in this process: report peaks above the RSS
+    // at the start of each measurement (broker data included there).
+    reset_peak_rss();
+    let before = rss();
+    let raw = bench.raw(&topic, n).await;
+    let raw_rss = peak_rss().saturating_sub(before);
+    reset_peak_rss();
+    let before = rss();
+    let (lb, p50, p99) = lotbridge(bench, &topic, n).await;
+    let lb_rss = peak_rss().saturating_sub(before);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    let ms = |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.1} ms", s * 1000.0));
+    println!(
+        "{name:<7} N={n:<7} avg {:>6} B | raw: {:>9.0} ev/s {:>7.1} MB/s peak RSS +{:>4} MiB | lotbridge: {:>9.0} ev/s {:>7.1} MB/s peak RSS +{:>4} MiB p50 {} p99 {} | ratio {:.2}",
+        bytes / n as u64,
+        rate(raw),
+        mbps(raw),
+        raw_rss >> 20,
+        rate(lb),
+        mbps(lb),
+        lb_rss >> 20,
+        ms(p50),
+        ms(p99),
+        raw.as_secs_f64() / lb.as_secs_f64()
+    );
+}
+
+/// (c): the vendor answers 503 while N photo events arrive; peak RSS vs the budget.
+async fn memory(bench: &Bench, n: usize, photo: &str) {
+    let topic = "e2e-memory";
+    let budget = 64usize << 20;
+    let down = Arc::new(AtomicBool::new(true));
+    let url = instant_vendor(down.clone()).await;
+    bench.cluster.create_topic(topic, PARTITIONS, 1).expect("topic");
+    reset_peak_rss();
+    let base = rss();
+    let metrics = Metrics::new().expect("metrics");
+    let engine = Engine::new(
+        config(&bench.brokers, topic, &url, budget),
+        metrics.clone(),
+        lotbridge::app::http_client().expect("http"),
+    )
+    .expect("engine");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    let bytes = produce_into(bench, topic, n, photo).await;
+    // Wait for the sink to join, read what the budget allows, and pause.
+    let settle = Instant::now();
+    let mut last = (-1, Instant::now());
+    while settle.elapsed() < Duration::from_secs(30) {
+        let held = metrics.held_bytes.with_label_values(&["bzx"]).get();
+        if held != last.0 {
+            last = (held, Instant::now());
+        } else if held > 0 && last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = metrics.held_bytes.with_label_values(&["bzx"]).get();
+    let paused = metrics.paused_partitions.with_label_values(&["bzx"]).get();
+    let peak_down = peak_rss();
+    down.store(false, Ordering::Relaxed);
+    let start = Instant::now();
+    while (outcomes(&metrics) as usize) < n && start.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = start.elapsed();
+    let _ = tx.send(());
+    let _ = task.await;
+    println!(
+        "memory  N={n} photos ({:.0} MB) with the vendor down: budget {} MiB, held {} MiB, paused partitions {paused}, \
+         peak RSS {} MiB (before: {} MiB, of which the broker will hold the {} MB produced); after recovery all {} delivered in {:.1} s, peak RSS {} MiB",
+        bytes as f64 / 1e6,
+        budget >> 20,
+        held >> 20,
+        peak_down >> 20,
+        base >> 20,
+        bytes / 1_000_000,
+        outcomes(&metrics),
+        recovered.as_secs_f64(),
+        peak_rss() >> 20
+    );
+}
+
+async fn produce_into(bench: &Bench, topic: &str, n: usize, photo: &str) -> u64 {
+    let mut bytes = 0u64;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let (key, value) = event(i, Some(photo));
+        bytes += value.len() as u64;
+        loop {
+            match bench.producer.send_result(
+                FutureRecord::to(topic).partition((i % PARTITIONS as usize) as i32).key(&key).payload(&value),
+            ) {
+                Ok(f) => break pending.push(f),
+                Err(_) => {
+                    while pending.len() > 1000 {
+                        let _ = pending.next().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r.expect("delivery").expect("produced");
+    }
+    bytes
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("rt");
+    runtime.block_on(async {
+        let bench = Bench::new();
+        let photo = photo(30_000);
+        println!(
+            "cores {}, photo {} base64 chars",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            photo.len()
+        );
+        scenario(&bench, "small", env_n("E2E_SMALL", 200_000), None).await;
+        scenario(&bench, "photos", env_n("E2E_PHOTOS", 8_000), Some(&photo)).await;
+        memory(&bench, env_n("E2E_MEMORY", 8_000), &photo).await;
+    });
+    std::mem::forget(runtime); // clients of the mock cluster may still be closing
+}

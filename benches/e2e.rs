@@ -188,10 +188,18 @@ fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::co
     let bindings: Vec<String> = (0..LOTS)
         .map(|i| format!("{{ lot = \"L{i:03}\", vendor_lot = \"{}\", token = {{ value = \"t{i}\" }} }}", 1000 + i))
         .collect();
+    // E2E_KAFKA_PROPS="key=value,key=value": pass-through librdkafka properties, to try
+    // consumer settings without touching the engine.
+    let props: String = std::env::var("E2E_KAFKA_PROPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+        .collect();
     let text = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"lb-{topic}\"\n\
          dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\ncommit_interval_ms = 200\n\
-         [[sinks]]\nname = \"bzx\"\nmemory_budget_bytes = {budget}\nconcurrency = 64\nbindings = [{}]\n\
+         [kafka.properties]\n{props}\n[[sinks]]\nname = \"bzx\"\nmemory_budget_bytes = {budget}\nconcurrency = 64\nbindings = [{}]\n\
          [sinks.rate_limit]\nrequests_per_second = 100000\nburst = 10000\n\
          [sinks.retry]\ninitial_ms = 50\nmax_interval_ms = 500\n\
          [sinks.batch]\nmax_records = 100\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{url}\"\n",

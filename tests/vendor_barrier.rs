@@ -67,21 +67,11 @@ fn body_of(adapter: &BarrierAdapter, event: &lotbridge::event::Event) -> Bytes {
     adapter.assemble(&mapped.endpoint, &[&mapped.record])
 }
 
+/// One attempt over HTTP, with the engine's own sender (Retry-After parsed alike).
 async fn send(request: HttpRequest) -> HttpResponse {
-    let response = reqwest::Client::new()
-        .request(request.method, &request.url)
-        .headers(request.headers)
-        .body(request.body)
-        .send()
+    lotbridge::engine::deliver::execute(&reqwest::Client::new(), request, std::time::Duration::from_secs(30))
         .await
-        .unwrap();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs);
-    HttpResponse { status: response.status().as_u16(), retry_after, body: response.bytes().await.unwrap() }
+        .unwrap()
 }
 
 /// prepare + send + classify: one attempt.

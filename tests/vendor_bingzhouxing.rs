@@ -74,15 +74,12 @@ async fn attempt(adapter: &BingzhouxingAdapter, lot: &str, endpoint: &Endpoint, 
     adapter.classify(endpoint, &response)
 }
 
+/// One attempt over HTTP, with the engine's own sender (Retry-After parsed alike).
 async fn send(method: http::Method, url: &str, headers: http::HeaderMap, body: Bytes) -> HttpResponse {
-    let reply = reqwest::Client::new().request(method, url).headers(headers).body(body).send().await.unwrap();
-    let status = reply.status().as_u16();
-    let retry_after = reply
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    HttpResponse { status, retry_after, body: reply.bytes().await.unwrap() }
+    let request = lotbridge::vendors::HttpRequest { method, url: url.to_string(), headers, body };
+    lotbridge::engine::deliver::execute(&reqwest::Client::new(), request, std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
 }
 
 /// Maps events of one lot and endpoint, assembles them, and makes one attempt.

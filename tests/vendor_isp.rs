@@ -10,7 +10,7 @@ use lotbridge::sim::isp::Simulator;
 use lotbridge::sim::{Failure, Recorded, SimServer};
 use lotbridge::vendors::isp::{build, Config, IspAdapter};
 use lotbridge::vendors::{
-    Adapter, Endpoint, HttpResponse, Mapped, Mapping, PrepareError, RetryReason, SkipReason, Verdict,
+    Adapter, Endpoint, HttpRequest, Mapped, Mapping, PrepareError, RetryReason, SkipReason, Verdict,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -111,15 +111,9 @@ impl Rig {
 
     async fn send_body(&self, lot: &str, endpoint: Endpoint, body: Bytes) -> Verdict {
         let request = self.adapter.prepare(lot, &endpoint, &body).await.unwrap();
-        let response = self
-            .http
-            .request(request.method, &request.url)
-            .headers(request.headers)
-            .body(request.body)
-            .send()
-            .await
-            .unwrap();
-        self.adapter.classify(&endpoint, &into_response(response).await)
+        let timeout = std::time::Duration::from_secs(30);
+        let response = lotbridge::engine::deliver::execute(&self.http, request, timeout).await.unwrap();
+        self.adapter.classify(&endpoint, &response)
     }
 
     fn records(&self, endpoint: &str) -> Vec<Recorded> {
@@ -129,17 +123,6 @@ impl Rig {
     fn token_calls(&self) -> usize {
         self.server.control.requests().iter().filter(|r| r.endpoint == "oauth/token").count()
     }
-}
-
-async fn into_response(response: reqwest::Response) -> HttpResponse {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    HttpResponse { status, retry_after, body: response.bytes().await.unwrap() }
 }
 
 #[tokio::test]
@@ -245,11 +228,14 @@ async fn data_calls_without_a_valid_token_get_code_401() {
     let body = rig.adapter.assemble(&m.endpoint, &[&m.record]);
     let url = format!("{}/park/entrance", rig.server.base_url());
     for auth in [None, Some("Bearer forged-token"), Some("forged-token")] {
-        let mut request = rig.http.post(&url).header("content-type", "application/json").body(body.clone());
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", http::HeaderValue::from_static("application/json"));
         if let Some(value) = auth {
-            request = request.header("authorization", value);
+            headers.insert("authorization", http::HeaderValue::from_static(value));
         }
-        let response = into_response(request.send().await.unwrap()).await;
+        let request = HttpRequest { method: http::Method::POST, url: url.clone(), headers, body: body.clone() };
+        let timeout = std::time::Duration::from_secs(30);
+        let response = lotbridge::engine::deliver::execute(&rig.http, request, timeout).await.unwrap();
         let reply: Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(reply["code"], json!(401), "{auth:?}");
         assert_eq!(rig.adapter.classify(&m.endpoint, &response), Verdict::RefreshAuth);

@@ -83,6 +83,9 @@ pub struct FaultRequest {
     /// Expire every issued token now.
     #[serde(default)]
     pub expire_tokens: bool,
+    /// Revoke the client credentials for this many seconds: every token expires and the
+    /// token endpoint answers `invalid_client` until the period ends (a rotated secret).
+    pub revoke_credentials_secs: Option<u64>,
 }
 
 /// `fail_next` of a [`FaultRequest`].
@@ -109,6 +112,7 @@ struct FaultState {
     throttles: VecDeque<u64>,
     latency: Duration,
     refuse: Option<Duration>,
+    revoked_until: Option<Instant>,
 }
 
 /// Shared state of one simulator: faults, recorded records and requests, tokens.
@@ -169,6 +173,20 @@ impl Control {
         if req.expire_tokens {
             self.expire_tokens();
         }
+        if let Some(secs) = req.revoke_credentials_secs {
+            self.revoke_credentials_for(Duration::from_secs(secs));
+        }
+    }
+
+    /// Expires every token and refuses the credentials (`invalid_client`) for `period`.
+    pub fn revoke_credentials_for(&self, period: Duration) {
+        self.expire_tokens();
+        lock(&self.faults).revoked_until = Some(Instant::now() + period);
+    }
+
+    /// Whether the token endpoint must refuse even correct credentials now.
+    pub fn credentials_revoked(&self) -> bool {
+        lock(&self.faults).revoked_until.is_some_and(|until| Instant::now() < until)
     }
 
     /// Called first by every vendor handler: waits the scripted latency, then says whether

@@ -260,7 +260,7 @@ impl Simulator {
         let (Some(id), Some(secret)) = (form.get("client_id"), form.get("client_secret")) else {
             return Answer::oauth_error(400, "invalid_request", "Missing client_id or client_secret");
         };
-        if *id != self.client_id || secret != self.client_secret.expose() {
+        if *id != self.client_id || secret != self.client_secret.expose() || self.control.credentials_revoked() {
             return Answer::oauth_error(401, "invalid_client", "Bad client credentials");
         }
         if let Some((key, _)) = self.token_form.iter().find(|(k, v)| form.get(*k) != Some(*v)) {

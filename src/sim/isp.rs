@@ -308,7 +308,7 @@ async fn token(State(sim): Sim, headers: HeaderMap, body: Bytes) -> Response {
         return sim.oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "expected a JSON object body");
     };
     let matches = sim.credentials.iter().all(|(name, value)| fields.get(name) == Some(&json!(value.expose())));
-    if !matches || fields.len() != sim.credentials.len() {
+    if !matches || fields.len() != sim.credentials.len() || sim.control.credentials_revoked() {
         return sim.oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Bad client credentials");
     }
     let token = sim.control.issue_token(sim.token_lifetime);

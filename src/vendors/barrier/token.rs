@@ -108,15 +108,29 @@ pub fn parse_answer(status: u16, body: &[u8], fallback: Duration) -> Result<Issu
     if let Some(error) = json.as_ref().and_then(|j| code_text(j.get("error"))).filter(|e| !e.is_empty()) {
         return Err(oauth_error(status, &error, json.as_ref()));
     }
-    match (status, json) {
-        (200..=299, Some(json)) => token(&json, fallback),
+    match (status, json.as_ref()) {
+        (200..=299, Some(json)) => token(json, fallback),
         (200..=299, None) => Err(TokenError::Unavailable(format!("HTTP {status} with a body that is not JSON"))),
         (408 | 429 | 500..=599, _) | (100..=199 | 300..=399, _) => {
-            Err(TokenError::Unavailable(format!("HTTP {status}: {}", body_excerpt(body))))
+            Err(TokenError::Unavailable(format!("HTTP {status}: {}", describe(body, json.as_ref()))))
         }
         // 401/403/404 without an OAuth error: wrong credentials or a wrong token_path.
-        _ => Err(TokenError::Rejected(format!("HTTP {status}: {}", body_excerpt(body)))),
+        _ => Err(TokenError::Rejected(format!("HTTP {status}: {}", describe(body, json.as_ref())))),
     }
+}
+
+/// An answer as an error may quote it: a JSON object by its keys only (it may hold a token,
+/// whatever its status), anything else by its start (an HTML error page says what went wrong).
+fn describe(body: &[u8], json: Option<&Value>) -> String {
+    match json.and_then(Value::as_object) {
+        Some(object) => format!("answer keys: {}", keys(object)),
+        None => body_excerpt(body),
+    }
+}
+
+/// The keys of an answer, cut short: naming them says what came back without quoting values.
+fn keys(object: &serde_json::Map<String, Value>) -> String {
+    cut(&object.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
 }
 
 fn oauth_error(status: u16, error: &str, json: Option<&Value>) -> TokenError {
@@ -132,8 +146,8 @@ fn oauth_error(status: u16, error: &str, json: Option<&Value>) -> TokenError {
 fn token(json: &Value, fallback: Duration) -> Result<Issued, TokenError> {
     let Some(value) = json.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
         // Name the keys, never the values: a token under another name must not reach a log.
-        let keys: Vec<&str> = json.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-        return Err(TokenError::Unavailable(format!("answer has no access_token (keys: {})", keys.join(", "))));
+        let keys = json.as_object().map(keys).unwrap_or_default();
+        return Err(TokenError::Unavailable(format!("answer has no access_token (keys: {keys})")));
     };
     if HeaderValue::from_str(value).is_err() {
         return Err(TokenError::Unavailable("access_token cannot be sent as a header value".into()));
@@ -229,6 +243,19 @@ mod tests {
     fn bare_client_errors_are_rejected() {
         assert!(matches!(parse(401, ""), Err(TokenError::Rejected(_))));
         assert!(matches!(parse(404, "Not Found"), Err(TokenError::Rejected(_))));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/barrier_response/): a token answer with a
+    /// status other than 2xx was quoted whole, token included, into an error that is logged.
+    #[test]
+    fn a_token_in_a_failed_answer_is_not_quoted() {
+        for status in [199, 302, 404, 503] {
+            let err = parse(status, r#"{"access_token":"a1b212c3d4e5f6","expires12_in":7200}"#).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("access_token, expires12_in") && !text.contains("a1b212c3d4e5f6"), "{text}");
+        }
+        let Err(TokenError::Unavailable(reason)) = parse(502, "<html>bad gateway</html>") else { panic!("must fail") };
+        assert_eq!(reason, "HTTP 502: <html>bad gateway</html>", "a page that is not JSON is still quoted");
     }
 
     #[test]

@@ -516,6 +516,10 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeE
         ));
     }
     check_object("", bytes).map_err(|e| DecodeError::new("", format!("not a JSON object: the record {}", e.reason)))?;
+    // serde_json skips ignored fields without checking their UTF-8; JSON must be UTF-8 throughout.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(DecodeError::new("", format!("not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to())));
+    }
     let raw: RawEnvelope = parse(bytes, "")?;
     if raw.v.as_u64() != Some(CONTRACT_VERSION) {
         return Err(DecodeError::new(
@@ -525,6 +529,8 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeE
     }
     check_len("id", &raw.id, 1, MAX_ID_CHARS)?;
     check_len("lot", &raw.lot, 1, MAX_LOT_CHARS)?;
+    check_no_control("id", &raw.id)?;
+    check_no_control("lot", &raw.lot)?;
     if raw.ty == EventType::MemberCouponsListed.as_str() {
         return Err(DecodeError::new("type", "member.coupons.listed is an output of lotbridge, not an input"));
     }
@@ -559,12 +565,12 @@ fn decode_data(ty: EventType, json: &[u8]) -> Result<EventData, DecodeError> {
 /// Parses JSON into `T`, turning serde's error into a field path and a plain reason.
 fn parse<'de, T: Deserialize<'de>>(json: &'de [u8], prefix: &str) -> Result<T, DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| path_error(prefix, e))?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| path_error(prefix, e, json))?;
     de.end().map_err(|e| DecodeError::new("", format!("not a single JSON object: {e}")))?;
     Ok(value)
 }
 
-fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
+fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>, json: &[u8]) -> DecodeError {
     let mut path = e.path().to_string();
     if path == "." {
         path.clear();
@@ -581,12 +587,18 @@ fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
     } else if let Some(name) = reason.strip_prefix("duplicate field `").and_then(|r| r.strip_suffix('`')) {
         path = join(&path, name);
         reason = "appears more than once".to_string();
-    } else if inner.is_syntax() || inner.is_eof() {
+    } else if (inner.is_syntax() || inner.is_eof()) && !well_formed(json) {
+        // serde_json also files `null` for an enum and 1e309 under syntax: those name their field.
         return DecodeError::new("", format!("not valid JSON: {reason}"));
     } else {
         reason = plain_words(&reason);
     }
     DecodeError::new(join(prefix, &path), reason)
+}
+
+/// Whether `json` is one well-formed JSON value (the error path only: a second, cheap pass).
+fn well_formed(json: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
 }
 
 /// Rewrites serde's `invalid type: string "x", expected u32` into words a producer can act
@@ -641,6 +653,14 @@ fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Dec
         return Err(DecodeError::new(field, format!("is longer than {max} characters")));
     }
     Ok(())
+}
+
+/// Ids and lot codes end up in URLs, headers and logs: no line breaks, NULs or escapes.
+fn check_no_control(field: &str, value: &str) -> Result<(), DecodeError> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(DecodeError::new(field, format!("must not contain control characters, found {c:?}"))),
+        None => Ok(()),
+    }
 }
 
 fn check_opt(field: &str, value: &Option<String>, max: usize) -> Result<(), DecodeError> {

@@ -3,6 +3,8 @@
 //! running the engine until a condition holds.
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use lotbridge::config::{Config, Loaded};
 use lotbridge::engine::Engine;
 use lotbridge::metrics::Metrics;

@@ -1,0 +1,254 @@
+//! Bad input: every hostile record of `tests/corpus/` (files and generated giants) is rejected
+//! by the decoder with a reason naming the field, without a panic or a hang; and end to end on
+//! the mock cluster each one is dead-lettered once per sink while the valid events around it
+//! are delivered and offsets reach the end.
+
+mod common;
+
+use common::corpus::{self, Hostile};
+use common::{header, vehicle, Kafka};
+use lotbridge::engine::Engine;
+use lotbridge::event::{self, DecodeError};
+use lotbridge::metrics::Metrics;
+use lotbridge::photo::{self, DropReason, PhotoOutcome, PhotoPolicy};
+use lotbridge::sim::{self, SimServer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Not a speed limit: only tells a hang (or a decode that never returns) from a slow machine.
+const HANG: Duration = Duration::from_secs(120);
+/// Reasons go into dead-letter headers; one that echoes its input is a defect.
+const MAX_REASON_CHARS: usize = 300;
+
+/// Decodes on its own thread (the default 2 MiB stack, as on tokio's blocking pool) and
+/// reports the result, a panic message, or that it did not return.
+fn decode_guarded(h: &Hostile) -> Result<Result<event::Event, DecodeError>, String> {
+    let (tx, rx) = mpsc::channel();
+    let bytes = h.bytes.clone();
+    std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| event::decode(&bytes)));
+        let _ = tx.send(result.map_err(|p| {
+            p.downcast_ref::<String>().cloned().or(p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        }));
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(panic)) => Err(format!("panicked: {panic}")),
+        Err(_) => Err(format!("did not return within {HANG:?}")),
+    }
+}
+
+/// What is wrong with the decoder's answer to `h`, if anything.
+fn check_rejection(h: &Hostile) -> Option<String> {
+    let e = match decode_guarded(h) {
+        Err(problem) => return Some(problem),
+        Ok(Ok(_)) => return Some("was accepted".into()),
+        Ok(Err(e)) => e,
+    };
+    let text = e.to_string();
+    if text.chars().count() > MAX_REASON_CHARS {
+        return Some(format!("reason of {} characters", text.chars().count()));
+    }
+    match (&h.field, h.is_fuzz()) {
+        (_, true) => None,
+        (Some(field), _) if e.field == *field && text.starts_with(&format!("{field}: ")) => None,
+        (None, _) if e.field.is_empty() && text.starts_with("record: ") => None,
+        (want, _) => Some(format!("wanted field {want:?}, got {text:?}")),
+    }
+}
+
+#[test]
+fn every_corpus_record_is_rejected_naming_its_field_without_panic_or_hang() {
+    let records = corpus::load();
+    let files = records.iter().filter(|h| !h.name.starts_with("generated:")).count();
+    assert!(files >= 60, "at least 60 committed files, found {files}");
+    assert!(records.iter().any(|h| h.bytes.len() > corpus::MAX_RECORD_BYTES), "the 10 MB record is generated");
+    let failures: Vec<String> =
+        records.iter().filter_map(|h| check_rejection(h).map(|problem| format!("{}: {problem}", h.name))).collect();
+    assert!(failures.is_empty(), "{} of {} records:\n{}", failures.len(), records.len(), failures.join("\n"));
+}
+
+#[test]
+fn the_corpus_covers_every_envelope_field_and_the_whole_record() {
+    let records = corpus::load();
+    for field in ["", "v", "id", "type", "lot", "at", "data", "data.photo.jpeg_base64", "data.free", "data.plate"] {
+        let n = records.iter().filter(|h| h.field.as_deref().unwrap_or("") == field).count();
+        assert!(n >= 3, "{n} records for {field:?}");
+    }
+}
+
+/// The contract carries any base64 photo; the per-sink photo policy, not the decoder, refuses
+/// what is not a JPEG and sends the event without it (so a PNG does not cost the vehicle event).
+#[test]
+fn base64_photos_that_are_not_jpeg_pass_the_decoder_and_are_dropped_by_the_photo_policy() {
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let gif = "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==";
+    for (kind, b64) in [("png", png), ("gif", gif)] {
+        let data =
+            serde_json::json!({"plate": "京A1", "vehicle_type": "small", "gate": "E", "photo": {"jpeg_base64": b64}});
+        let decoded = event::decode(&common::event("e1", "vehicle.entered", "P1", data)).expect(kind);
+        let text = &decoded.photo().expect("photo kept by the decoder").jpeg_base64;
+        for policy in [PhotoPolicy::Recompress, PhotoPolicy::Drop, PhotoPolicy::AsIs] {
+            let (sent, outcome) = photo::fit(text, 1 << 20, policy);
+            assert!(sent.is_none(), "{kind} with {policy:?} is not sent");
+            assert!(matches!(outcome, PhotoOutcome::Dropped(DropReason::NotJpeg)), "{kind} {policy:?}");
+        }
+    }
+}
+
+// ---- end to end on the mock cluster ----------------------------------------------------
+
+const TOPIC: &str = "corpus";
+const SINKS: [&str; 2] = ["a", "b"];
+const WAIT: Duration = Duration::from_secs(180);
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts panics on any thread of this test binary (engine tasks included), then reports as usual.
+fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+}
+
+fn secret(sink: &str) -> String {
+    format!("corpus-s3cret-token-{sink}")
+}
+
+/// One Bingzhouxing simulator per sink, both bound to lot P1; returns the config and them.
+async fn setup(kafka: &Kafka) -> (String, HashMap<&'static str, SimServer>) {
+    let mut toml = common::kafka_section(kafka, TOPIC);
+    let mut sims = HashMap::new();
+    for name in SINKS {
+        let sink = format!(
+            "\n[[sinks]]\nname = \"{name}\"\nbindings = [{{ lot = \"P1\", vendor_lot = \"350\", token = {{ value = \"{}\" }} }}]\n\
+             [sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n[sinks.batch]\nlinger_ms = 5\n\
+             [sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
+            secret(name)
+        );
+        let probe = common::load(&format!("{toml}{}", sink.replace("{url}", "http://127.0.0.1:1")));
+        let loaded = probe.sinks.last().expect("sink");
+        let cfg = loaded.config.bingzhouxing.as_ref().expect("bzx");
+        let server = sim::bingzhouxing::Simulator::from_config(cfg, &loaded.bindings, std::path::Path::new("."))
+            .expect("sim")
+            .start("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start");
+        toml.push_str(&sink.replace("{url}", &server.base_url()));
+        sims.insert(name, server);
+    }
+    (toml, sims)
+}
+
+fn plates(server: &SimServer) -> Vec<String> {
+    let records = server.control.records_for("carInOut");
+    records.iter().map(|r| r.record["carNo"].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn plate(i: usize) -> String {
+    format!("晋C{i:05}")
+}
+
+/// Valid entry `i` before hostile record `i`, and one more valid entry after the last.
+fn interleave(records: &[Hostile]) -> (Vec<(String, Vec<u8>)>, HashMap<i64, usize>) {
+    let mut out = Vec::new();
+    let mut hostile_at = HashMap::new();
+    for (i, h) in records.iter().enumerate() {
+        out.push(("P1".to_string(), vehicle(&format!("ok-{i}"), "P1", &plate(i), false)));
+        hostile_at.insert(out.len() as i64, i);
+        out.push(("P1".to_string(), h.bytes.clone()));
+    }
+    out.push(("P1".to_string(), vehicle("ok-last", "P1", &plate(records.len()), false)));
+    (out, hostile_at)
+}
+
+/// What is wrong with the dead letter `m` of hostile record `h`, if anything.
+fn check_dead_letter(m: &OwnedMessage, h: &Hostile) -> Option<String> {
+    let error = header(m, "lotbridge.error").unwrap_or_default();
+    let named = match &h.field {
+        _ if h.is_fuzz() => !error.is_empty(),
+        Some(field) => error.starts_with(&format!("{field}: ")),
+        None => error.starts_with("record: "),
+    };
+    if !named || header(m, "lotbridge.stage").as_deref() != Some("decode") {
+        return Some(format!("stage {:?}, error {error:?}, wanted field {:?}", header(m, "lotbridge.stage"), h.field));
+    }
+    let value = m.payload().unwrap_or_default();
+    match header(m, "lotbridge.value_truncated_from") {
+        None if value == h.bytes.as_slice() => None,
+        Some(n) if n == h.bytes.len().to_string() && h.bytes.starts_with(value) && value.len() == 64 * 1024 => None,
+        cut => Some(format!("value of {} bytes, truncated header {cut:?}", value.len())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_hostile_record_is_dead_lettered_once_per_sink_and_consumption_goes_on() {
+    count_panics();
+    let records = corpus::load();
+    let kafka = Kafka::new();
+    kafka.topic(TOPIC, 1);
+    kafka.topic(&format!("{TOPIC}.dlq"), 1);
+    let (toml, sims) = setup(&kafka).await;
+    let (produced, hostile_at) = interleave(&records);
+    kafka.produce_all(TOPIC, &produced).await;
+    let engine =
+        Engine::new(common::load(&toml), Metrics::new().expect("metrics"), reqwest::Client::new()).expect("engine");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(engine.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let want: Vec<String> = (0..=records.len()).map(plate).collect();
+    let end = produced.len() as i64;
+    let done = common::eventually(WAIT, || async {
+        let delivered = SINKS.iter().all(|s| plates(&sims[s]).len() >= want.len());
+        delivered && SINKS.iter().all(|s| kafka.committed(&format!("g-{TOPIC}.{s}"), TOPIC, 1) == vec![end])
+    })
+    .await;
+    let _ = stop.send(());
+    let result = tokio::time::timeout(WAIT, run).await.expect("engine stops");
+    assert!(done, "not every sink delivered and committed: {:?}", SINKS.map(|s| plates(&sims[s]).len()));
+    assert!(matches!(result, Ok(Ok(()))), "engine run ended with {result:?}");
+    for s in SINKS {
+        assert_eq!(plates(&sims[s]), want, "sink {s}: every valid event once, in order, hostile ones in between");
+        assert_eq!(kafka.committed(&format!("g-{TOPIC}.{s}"), TOPIC, 1), vec![end], "sink {s} committed to the end");
+    }
+
+    let dlq = kafka.read_all(&format!("{TOPIC}.dlq"));
+    assert_eq!(dlq.len(), records.len() * SINKS.len(), "one dead letter per hostile record and sink, nothing else");
+    let mut seen: HashMap<(String, i64), usize> = HashMap::new();
+    let mut problems = Vec::new();
+    for m in &dlq {
+        let sink = header(m, "lotbridge.sink").unwrap_or_default();
+        let offset: i64 = header(m, "lotbridge.original.offset").and_then(|o| o.parse().ok()).unwrap_or(-1);
+        let Some(&i) = hostile_at.get(&offset) else {
+            problems.push(format!("dead letter for offset {offset}, which holds a valid event"));
+            continue;
+        };
+        *seen.entry((sink.clone(), offset)).or_default() += 1;
+        if let Some(p) = check_dead_letter(m, &records[i]) {
+            problems.push(format!("{} (sink {sink}): {p}", records[i].name));
+        }
+        let texts = m.headers().map(|hs| hs.iter().filter_map(|h| h.value).collect::<Vec<_>>()).unwrap_or_default();
+        for s in SINKS {
+            let leaked = texts.iter().any(|v| String::from_utf8_lossy(v).contains(&secret(s)));
+            assert!(!leaked, "a dead letter header of {} carries sink {s}'s token", records[i].name);
+        }
+    }
+    for (&offset, &i) in &hostile_at {
+        for s in SINKS {
+            let n = seen.get(&(s.to_string(), offset)).copied().unwrap_or(0);
+            if n != 1 {
+                problems.push(format!("{}: {n} dead letters from sink {s}", records[i].name));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no thread panicked");
+}

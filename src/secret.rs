@@ -50,9 +50,10 @@ pub enum SecretError {
     /// The value is empty.
     #[error("secret {0} is empty")]
     Empty(String),
-    /// A CSV cell is not `env:NAME` or `file:PATH`.
-    #[error("{0:?} is not a secret reference: write env:NAME or file:PATH")]
-    BadReference(String),
+    /// A CSV cell is not `env:NAME` or `file:PATH`. The cell may hold a pasted secret, so
+    /// only its length is kept.
+    #[error("a {0}-character value is not a secret reference: write env:NAME or file:PATH (never the secret itself)")]
+    BadReference(usize),
 }
 
 impl SecretRef {
@@ -63,7 +64,7 @@ impl SecretRef {
         } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(SecretRef::File(PathBuf::from(path)))
         } else {
-            Err(SecretError::BadReference(text.chars().take(12).collect::<String>() + "…"))
+            Err(SecretError::BadReference(text.chars().count()))
         }
     }
 
@@ -136,6 +137,7 @@ mod tests {
         assert_eq!(r.resolve(dir.path()).unwrap().expose(), "xyz");
         assert!(SecretRef::Env("LOTBRIDGE_TEST_SECRET_UNSET".into()).resolve(Path::new(".")).is_err());
         let bad = SecretRef::parse_compact("plaintextsecretvalue").unwrap_err().to_string();
-        assert!(!bad.contains("plaintextsecretvalue"), "{bad}");
+        assert!(!bad.contains("plaintext"), "not even a prefix of a pasted secret: {bad}");
+        assert!(bad.contains("20-character"), "{bad}");
     }
 }

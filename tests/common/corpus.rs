@@ -111,8 +111,9 @@ fn vehicle_with(plate: &str, gate: &str, photo: &str) -> Vec<u8> {
     envelope("vehicle.entered", &data)
 }
 
-/// A heartbeat padded with an ignored field to exactly `size` bytes.
-fn padded_heartbeat(size: usize) -> Vec<u8> {
+/// A well-formed heartbeat padded with an ignored field to exactly `size` bytes: rejected
+/// only when `size` is over the record limit.
+pub fn padded_heartbeat(size: usize) -> Vec<u8> {
     let empty = envelope("lot.heartbeat", r#"{"note":""}"#);
     let pad = "x".repeat(size - empty.len());
     envelope("lot.heartbeat", &format!(r#"{{"note":"{pad}"}}"#))

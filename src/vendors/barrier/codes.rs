@@ -37,8 +37,11 @@ fn by_code(table: &CodeTable, code: &str, msg: &str, response: &HttpResponse) ->
         SUCCESS => Verdict::Delivered,
         BUSY => Verdict::Busy { after: response.retry_after },
         c if table.auth.iter().any(|a| a == c) => Verdict::RefreshAuth,
-        c if table.retryable.iter().any(|r| r == c) => retry(response, format!("code {c}: {msg}")),
-        c => Verdict::Reject { reason: format!("code {c}: {msg}"), per_record: false },
+        c if table.retryable.iter().any(|r| r == c) => {
+            retry(response, format!("code {}: {msg}", body_excerpt(c.as_bytes())))
+        }
+        // The code is quoted cut short like the message: a reason goes into logs and headers.
+        c => Verdict::Reject { reason: format!("code {}: {msg}", body_excerpt(c.as_bytes())), per_record: false },
     }
 }
 
@@ -113,5 +116,18 @@ mod tests {
             panic!("must reject")
         };
         assert!(reason.chars().count() < 140, "{}", reason.len());
+    }
+
+    /// Found by the fuzz target's bound on reasons (fuzz/regressions/barrier_response/): a
+    /// code as long as the reply went whole into the reason, then into logs and dead letters.
+    #[test]
+    fn a_long_code_is_cut_short() {
+        let code = "9".repeat(700);
+        for body in [format!(r#"{{"code":"{code}","msg":"x"}}"#), format!(r#"{{"code":"5{code}"}}"#)] {
+            let (Verdict::Reject { reason, .. } | Verdict::Retry { detail: reason, .. }) = answer(200, &body) else {
+                panic!("{body}")
+            };
+            assert!(reason.chars().count() < 300 && reason.contains("9999"), "{reason}");
+        }
     }
 }

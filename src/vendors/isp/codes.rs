@@ -19,7 +19,8 @@ pub fn classify(endpoint: &Endpoint, response: &HttpResponse) -> Verdict {
     let Some(code) = code_text(body.get("code")) else {
         return vendor_retry(response, format!("no code in body: {}", body_excerpt(&response.body)));
     };
-    let what = format!("code {code}: {}", message(&body));
+    // The code is quoted cut short like the message: a reason goes into logs and headers.
+    let what = format!("code {}: {}", body_excerpt(code.as_bytes()), message(&body));
     match code.as_str() {
         "0" | "200" => Verdict::Delivered,
         "401" => Verdict::RefreshAuth,
@@ -109,5 +110,16 @@ mod tests {
         assert!(matches!(verdict(200, r#"{"code":503}"#), Verdict::Retry { .. }));
         let v = verdict(200, r#"{"code":403,"msg":"forbidden"}"#);
         assert_eq!(v, Verdict::Reject { reason: "unknown code 403: forbidden".into(), per_record: false });
+    }
+
+    /// Found by the fuzz target's bound on reasons (fuzz/regressions/isp_response/): a code
+    /// as long as the reply went whole into the reason, then into logs and dead letters.
+    #[test]
+    fn a_long_code_is_cut_short() {
+        let Verdict::Reject { reason, .. } = verdict(200, &format!(r#"{{"code":"{}","msg":"x"}}"#, "9".repeat(700)))
+        else {
+            panic!("must reject")
+        };
+        assert!(reason.chars().count() < 400 && reason.starts_with("unknown code 9999"), "{reason}");
     }
 }

@@ -13,7 +13,7 @@
 use super::config::BusinessError;
 use crate::event::ListedCoupon;
 use crate::vendors::{body_excerpt, classify_status, code_text, HttpResponse, RetryReason, Verdict};
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDateTime, TimeZone};
 use serde_json::{Map, Value};
 
 /// How one sink reads the codes it gets.
@@ -63,14 +63,16 @@ impl CodeTable {
     fn business_refusal(&self, code: &str, message: &str) -> Verdict {
         match self.business {
             BusinessError::EmptyList => Verdict::Answered(Vec::new()),
-            BusinessError::Reject => {
-                Verdict::Reject { reason: format!("zvcms code {code}: {message}"), per_record: true }
-            }
+            BusinessError::Reject => Verdict::Reject {
+                reason: format!("zvcms code {}: {message}", body_excerpt(code.as_bytes())),
+                per_record: true,
+            },
         }
     }
 
     fn system_error(&self, code: &str, message: &str) -> Verdict {
-        let text = format!("zvcms code {code}: {message}");
+        // The code is quoted cut short like the message: a reason goes into logs and headers.
+        let text = format!("zvcms code {}: {message}", body_excerpt(code.as_bytes()));
         if self.reject.iter().any(|c| c == code) {
             return reject(format!("{text}: check zvcms open_id, grant_code, secret_key and the signing options"));
         }
@@ -181,7 +183,8 @@ const CHINA: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
     None => panic!("UTC+8 is a valid offset"),
 };
 
-/// Unix seconds (the spec's form) or `yyyy-MM-dd HH:mm:ss` China time → RFC 3339 in UTC+8.
+/// Unix seconds (the spec's form) or `yyyy-MM-dd HH:mm:ss` China time → RFC 3339 in UTC+8;
+/// `None` outside the years RFC 3339 can write (0000-9999), which no coupon means.
 fn time(value: Option<&Value>) -> Option<String> {
     let text = text(value);
     let at = match text.parse::<i64>() {
@@ -191,7 +194,7 @@ fn time(value: Option<&Value>) -> Option<String> {
             CHINA.from_local_datetime(&naive).single()?
         }
     };
-    Some(at.to_rfc3339())
+    (0..=9999).contains(&at.year()).then(|| at.to_rfc3339())
 }
 
 #[cfg(test)]
@@ -334,5 +337,36 @@ mod tests {
         assert_eq!(retry_reason(classify(200, bad_item)), RetryReason::VendorError);
         let bad_list = r#"{"status": true, "code": 0, "data": {"item_list": "none"}}"#;
         assert_eq!(retry_reason(classify(200, bad_list)), RetryReason::VendorError);
+    }
+
+    /// Found by the fuzz target's bound on reasons (fuzz/regressions/zvcms_response/): a code
+    /// as long as the reply went whole into the reason, then into logs and dead letters.
+    #[test]
+    fn a_long_code_is_cut_short() {
+        let code = "9".repeat(700);
+        let system = classify(200, &format!(r#"{{"status":false,"code":"{code}","message":"x"}}"#));
+        let Verdict::Retry { detail, .. } = system else { panic!("{system:?}") };
+        assert!(detail.chars().count() < 400 && detail.starts_with("zvcms code 9999"), "{detail}");
+        let response = HttpResponse {
+            status: 200,
+            retry_after: None,
+            body: Bytes::from(format!(r#"{{"status":true,"code":"{code}","message":"x"}}"#)),
+        };
+        let Verdict::Reject { reason, .. } = table(BusinessError::Reject).classify(&response) else { panic!() };
+        assert!(reason.chars().count() < 400, "{reason}");
+    }
+
+    /// Found by the zvcms fuzz target (fuzz/regressions/zvcms_response/): Unix seconds far
+    /// outside 0000-9999 gave dates like `-1199-02-15T22:13:21+08:00`, which are not RFC 3339,
+    /// into the results record.
+    #[test]
+    fn dates_outside_rfc3339_years_are_unknown() {
+        let body = r#"{"status":true,"code":0,"data":{"item_list":[
+            {"id":"1","start_at":"99999999999999","end_at":"-99999999999"},
+            {"id":"2","start_at":"0","end_at":"9999-12-31 23:59:59"}]}}"#;
+        let coupons = answered(body);
+        assert_eq!((coupons[0].valid_from.as_deref(), coupons[0].valid_until.as_deref()), (None, None));
+        assert_eq!(coupons[1].valid_from.as_deref(), Some("1970-01-01T08:00:00+08:00"));
+        assert_eq!(coupons[1].valid_until.as_deref(), Some("9999-12-31T23:59:59+08:00"));
     }
 }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target of fuzz/ for a bounded time.
+#
+# NOT run by CI: it needs the nightly toolchain and sanitizer builds, and its findings
+# depend on how long it runs. Run it by hand (see fuzz/README.md); CI keeps the crashes it
+# found as regression inputs (tests/corpus/fuzz-*.bin, unit tests in src/vendors/*/codes.rs).
+#
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60)
+#   FUZZ_TARGETS="decode_event isp_response"    run only these targets
+#   FUZZ_JOBS=2                                 run this many targets at once (default 1)
+#
+# For each target: seeds from fuzz/seeds/<target>/ and the growing corpus fuzz/corpus/<target>/
+# (gitignored) are the inputs. A crash is minimized with `cargo fuzz tmin` and copied to
+# tests/corpus/fuzz-<target>-<hash>.bin. Exits non-zero if any target crashed.
+set -euo pipefail
+
+secs="${1:-60}"
+case "$secs" in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;; esac
+root="$(cd "$(dirname "$0")/.." && pwd)"
+fuzz="$root/fuzz"
+logs="$fuzz/artifacts/logs"
+jobs="${FUZZ_JOBS:-1}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "cargo-fuzz missing: installing it" >&2
+    cargo install cargo-fuzz --locked
+fi
+targets="${FUZZ_TARGETS:-$(cd "$fuzz" && cargo +nightly fuzz list)}"
+
+# Debug assertions on: an arithmetic overflow is a crash, as it is in `cargo test`.
+(cd "$fuzz" && cargo +nightly fuzz build -a)
+mkdir -p "$logs"
+
+run() {
+    local target="$1" corpus="$fuzz/corpus/$1"
+    mkdir -p "$corpus" "$fuzz/artifacts/$target"
+    echo "fuzzing $target for ${secs}s (log: $logs/$target.log)"
+    # -timeout: one input taking over 10 s is a hang worth a report. -len_control=0: long inputs
+    # from the start, or a reason that grows with the reply (bounded at 600 chars) is never reached.
+    (cd "$fuzz" && cargo +nightly fuzz run -a "$target" "$corpus" "$fuzz/seeds/$target" -- \
+        -max_total_time="$secs" -max_len=8192 -len_control=0 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1) \
+        >"$logs/$target.log" 2>&1 || true
+    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec)' "$logs/$target.log" |
+        sed "s/^/  $target: /" || true
+}
+
+collect() {
+    local target="$1" found=0 crash min hash
+    for crash in "$fuzz/artifacts/$target"/crash-* "$fuzz/artifacts/$target"/oom-* "$fuzz/artifacts/$target"/timeout-*; do
+        [ -e "$crash" ] || continue
+        found=1
+        min="$crash.min"
+        (cd "$fuzz" && cargo +nightly fuzz tmin -a "$target" "$crash" -- -exact_artifact_path="$min") \
+            >"$logs/$target.tmin.log" 2>&1 || true
+        [ -s "$min" ] || min="$crash"
+        hash="$(sha1sum "$min" | cut -c1-12)"
+        cp "$min" "$root/tests/corpus/fuzz-$target-$hash.bin"
+        echo "CRASH $target: tests/corpus/fuzz-$target-$hash.bin (from $crash)" >&2
+    done
+    return "$found"
+}
+
+mkdir -p "$root/tests/corpus"
+running=0
+for t in $targets; do
+    run "$t" &
+    running=$((running + 1))
+    if [ "$running" -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi
+done
+wait
+
+status=0
+for t in $targets; do collect "$t" || status=1; done
+if [ "$status" -ne 0 ]; then
+    echo "crashes found: vendor-response inputs belong in fuzz/regressions/<target>/ with a unit test" >&2
+fi
+exit "$status"

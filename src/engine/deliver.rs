@@ -206,6 +206,7 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
             };
             match sink.adapter.prepare(lot, endpoint, &data).await {
                 Ok(request) => {
+                    clear_credentials_rejected(sink);
                     sent_headers = request.headers.clone();
                     send(sink, endpoint, request, items.len(), data.len()).await
                 }
@@ -270,6 +271,14 @@ fn rejected(reason: &str, st: &Attempts) -> Final {
 
 fn count_retry(sink: &Sink, reason: &str) {
     sink.metrics.retries.with_label_values(&[sink.name(), reason]).inc();
+}
+
+/// A request could be prepared, so the credentials work (again): lower the alert gauge.
+fn clear_credentials_rejected(sink: &Sink) {
+    let gauge = sink.metrics.credentials_rejected.with_label_values(&[sink.name()]);
+    if gauge.get() != 0 {
+        gauge.set(0);
+    }
 }
 
 /// A token that cannot be had becomes a retry: the data waits in Kafka until an operator

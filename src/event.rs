@@ -606,7 +606,7 @@ fn well_formed(json: &[u8]) -> bool {
 fn plain_words(reason: &str) -> String {
     let split = reason.strip_prefix("invalid type: ").or_else(|| reason.strip_prefix("invalid value: "));
     let Some((got, expected)) = split.and_then(|r| r.rsplit_once(", expected ")) else {
-        return reason.to_string();
+        return cut_quoted(reason);
     };
     let want = match expected {
         "u32" | "u64" => "a whole number from 0 up",
@@ -620,6 +620,25 @@ fn plain_words(reason: &str) -> String {
         got.replace("floating point", "the number").replace("integer", "the number").replace("string ", "the string ");
     let got: String = if got.chars().count() > 48 { got.chars().take(48).chain("…".chars()).collect() } else { got };
     format!("must be {want}, got {}", got.replace('`', ""))
+}
+
+/// Cuts what serde quotes from the record (`unknown variant `…``, `unknown field `…``) to 48
+/// characters, and the whole reason to 300: it goes into a dead-letter header, and a record
+/// may hold megabytes in one string.
+fn cut_quoted(reason: &str) -> String {
+    let parts: Vec<String> = reason
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| match i % 2 == 1 && part.chars().count() > 48 {
+            true => part.chars().take(48).chain("…".chars()).collect(),
+            false => part.to_string(),
+        })
+        .collect();
+    let joined = parts.join("`");
+    if joined.chars().count() > 300 {
+        return joined.chars().take(300).chain("…".chars()).collect();
+    }
+    joined
 }
 
 /// Serde reads a struct from a JSON array too; the contract wants objects only.
@@ -952,6 +971,22 @@ mod tests {
                    "valid_from": "2026-11-24T08:00:00Z", "valid_until": "2026-11-23T08:00:00Z", "source": "1001"}),
         );
         assert_eq!(err(&reversed).field, "data.valid_until");
+    }
+
+    /// Found by fuzzing (tests/corpus/fuzz-decode_event-*.bin): an unknown enum value was
+    /// quoted whole, so a 10 MB `vehicle_type` made a 10 MB dead-letter reason.
+    #[test]
+    fn unknown_values_are_quoted_cut_short() {
+        let long = "x".repeat(5_000);
+        let e = err(&rec("vehicle.entered", json!({"plate": null, "vehicle_type": long, "gate": "W"})));
+        assert_eq!(e.field, "data.vehicle_type");
+        assert!(e.reason.chars().count() < 300 && e.reason.contains("expected one of `small`"), "{}", e.reason);
+        let field = rec(
+            "coupon.granted",
+            json!({"to": {long.as_str(): "1"}, "lots": ["P1"], "minutes": 1,
+            "valid_from": "2026-11-23T08:00:00Z", "valid_until": "2026-11-24T08:00:00Z", "source": "1"}),
+        );
+        assert!(err(&field).reason.chars().count() <= 301, "{}", err(&field).reason);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 #
 # For each target: seeds from fuzz/seeds/<target>/ and the growing corpus fuzz/corpus/<target>/
 # (gitignored) are the inputs. A crash is minimized with `cargo fuzz tmin` and copied to
-# tests/corpus/fuzz-<target>-<hash>.bin. Exits non-zero if any target crashed.
+# tests/corpus/fuzz-decode_event-<hash>.bin (the decoder's hostile corpus) or, for a vendor
+# response target, fuzz/regressions/<target>/fuzz-<target>-<hash>.bin. Exits non-zero if any
+# target crashed.
 set -euo pipefail
 
 secs="${1:-60}"
@@ -46,7 +48,7 @@ run() {
 }
 
 collect() {
-    local target="$1" found=0 crash min hash
+    local target="$1" found=0 crash min hash dest
     for crash in "$fuzz/artifacts/$target"/crash-* "$fuzz/artifacts/$target"/oom-* "$fuzz/artifacts/$target"/timeout-*; do
         [ -e "$crash" ] || continue
         found=1
@@ -55,8 +57,14 @@ collect() {
             >"$logs/$target.tmin.log" 2>&1 || true
         [ -s "$min" ] || min="$crash"
         hash="$(sha1sum "$min" | cut -c1-12)"
-        cp "$min" "$root/tests/corpus/fuzz-$target-$hash.bin"
-        echo "CRASH $target: tests/corpus/fuzz-$target-$hash.bin (from $crash)" >&2
+        if [ "$target" = decode_event ]; then
+            dest="tests/corpus/fuzz-$target-$hash.bin"
+        else
+            dest="fuzz/regressions/$target/fuzz-$target-$hash.bin"
+        fi
+        mkdir -p "$(dirname "$root/$dest")"
+        cp "$min" "$root/$dest"
+        echo "CRASH $target: $dest (from $crash)" >&2
     done
     return "$found"
 }
@@ -73,6 +81,8 @@ wait
 status=0
 for t in $targets; do collect "$t" || status=1; done
 if [ "$status" -ne 0 ]; then
-    echo "crashes found: vendor-response inputs belong in fuzz/regressions/<target>/ with a unit test" >&2
+    echo "crashes found: fix them; tests/corpus.rs requires every fuzz-decode_event input to be rejected" \
+        "(an input the fix makes valid belongs in fuzz/regressions/decode_event/ instead); each" \
+        "fuzz/regressions/<target>/ input wants a unit test next to the fixed code" >&2
 fi
 exit "$status"

@@ -775,6 +775,7 @@ fn vehicle(v: Vehicle) -> Result<Vehicle, DecodeError> {
     if let Some(photo) = &v.photo {
         check_opt("data.photo.name", &photo.name, MAX_TEXT_CHARS)?;
         check_base64("data.photo.jpeg_base64", &photo.jpeg_base64)?;
+        check_jpeg("data.photo.jpeg_base64", &photo.jpeg_base64)?;
     }
     Ok(v)
 }
@@ -798,6 +799,21 @@ fn check_base64(field: &str, text: &str) -> Result<(), DecodeError> {
         ));
     }
     Ok(())
+}
+
+/// A JPEG opens with the SOI marker and a segment marker (FF D8 FF), which standard base64
+/// writes as `/9j/`: anything else (a PNG, a GIF, text) is not the photo the vendors take.
+fn check_jpeg(field: &str, base64: &str) -> Result<(), DecodeError> {
+    if base64.starts_with("/9j/") {
+        return Ok(());
+    }
+    let what = match base64.get(..4) {
+        Some("iVBO") => "a PNG image",
+        Some("R0lG") => "a GIF image",
+        Some("UklG") => "a RIFF (WebP) image",
+        _ => "not an image lotbridge knows",
+    };
+    Err(DecodeError::new(field, format!("is {what}, not a JPEG (JPEG bytes in base64 start with /9j/)")))
 }
 
 fn exit(r: RawExit) -> Result<Exit, DecodeError> {

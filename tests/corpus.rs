@@ -81,19 +81,21 @@ fn the_corpus_covers_every_envelope_field_and_the_whole_record() {
     }
 }
 
-/// The contract carries any base64 photo; the per-sink photo policy, not the decoder, refuses
-/// what is not a JPEG and sends the event without it (so a PNG does not cost the vehicle event).
+/// A photo that is not a JPEG breaks the contract (`jpeg_base64`): the decoder refuses it by
+/// name, so the record goes to the dead letters with that reason; the photo policy's own
+/// not-a-JPEG check stays as a second line for photos it is handed.
 #[test]
-fn base64_photos_that_are_not_jpeg_pass_the_decoder_and_are_dropped_by_the_photo_policy() {
+fn base64_photos_that_are_not_jpeg_are_rejected_by_name() {
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
     let gif = "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==";
-    for (kind, b64) in [("png", png), ("gif", gif)] {
+    for (kind, b64) in [("PNG", png), ("GIF", gif)] {
         let data =
             serde_json::json!({"plate": "京A1", "vehicle_type": "small", "gate": "E", "photo": {"jpeg_base64": b64}});
-        let decoded = event::decode(&common::event("e1", "vehicle.entered", "P1", data)).expect(kind);
-        let text = &decoded.photo().expect("photo kept by the decoder").jpeg_base64;
+        let err = event::decode(&common::event("e1", "vehicle.entered", "P1", data)).expect_err(kind);
+        assert_eq!(err.field, "data.photo.jpeg_base64");
+        assert!(err.to_string().contains(&format!("a {kind} image")), "{err}");
         for policy in [PhotoPolicy::Recompress, PhotoPolicy::Drop, PhotoPolicy::AsIs] {
-            let (sent, outcome) = photo::fit(text, 1 << 20, policy);
+            let (sent, outcome) = photo::fit(b64, 1 << 20, policy);
             assert!(sent.is_none(), "{kind} with {policy:?} is not sent");
             assert!(matches!(outcome, PhotoOutcome::Dropped(DropReason::NotJpeg)), "{kind} {policy:?}");
         }

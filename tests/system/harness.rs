@@ -235,6 +235,9 @@ pub struct SinkTuning {
     /// The consumers' `session.timeout.ms` (default 30 s: Tansu's group coordinator answers
     /// heartbeats late when the machine is busy, and a short session then churns the group).
     pub session_timeout_ms: Option<u32>,
+    /// `group.instance.id` (static membership): a restarted process with the same id takes
+    /// its predecessor's place in the group at once instead of waiting for it to expire.
+    pub static_member: Option<String>,
 }
 
 /// One scenario's files and simulators; lotbridge instances are started from it.
@@ -247,7 +250,10 @@ pub struct Scenario {
     instances: usize,
 }
 
-const RETRY: &str = "[sinks.retry]\ninitial_ms = 100\nmax_interval_ms = 2000\n";
+/// Retries fast enough for a test; a rate limit far above the default 200 requests/s (one
+/// ISP request per record would otherwise pace a 100k-event test at 200 events/s).
+const RETRY: &str = "[sinks.rate_limit]\nrequests_per_second = 5000\nburst = 500\n\
+                     [sinks.retry]\ninitial_ms = 100\nmax_interval_ms = 2000\n";
 
 impl Scenario {
     /// Topics (`<topic>` with `partitions`, `.dlq`, `.results`), the simulators, and the
@@ -275,11 +281,16 @@ impl Scenario {
             "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"g-{topic}\"\n\
              dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\n\
              commit_interval_ms = 100\ndrain_timeout_ms = 5000\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"{session}\"\n\"heartbeat.interval.ms\" = \"{heartbeat}\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"{session}\"\n\"heartbeat.interval.ms\" = \"{heartbeat}\"\n{member}\
              [log]\nfilter = \"info,lotbridge=debug\"\n",
             cluster.brokers,
             session = session,
             heartbeat = session / 10,
+            member = tuning
+                .static_member
+                .as_ref()
+                .map(|id| format!("\"group.instance.id\" = \"{id}\"\n"))
+                .unwrap_or_default(),
         );
         let sinks = format!(
             "[[sinks]]\nname = \"bzx\"\nbindings_csv = \"{}\"\n{}\n{RETRY}[sinks.batch]\nlinger_ms = 20\n\

@@ -59,6 +59,16 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// CPU time this process used so far (user + system, every thread, the mock broker's too):
+/// on a machine shared with other builds, CPU per event is steadier than wall-clock rates.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
+}
+
 /// A JPEG whose base64 is about `chars` long.
 fn photo(chars: usize) -> String {
     let mut side = 64u32;
@@ -215,8 +225,17 @@ fn outcomes(metrics: &Metrics) -> u64 {
     metrics.outcomes.with_label_values(&["bzx", "vehicle.entered", "delivered"]).get()
 }
 
-/// (b): the engine delivering the topic; returns elapsed from the first outcome... to the last.
-async fn lotbridge(bench: &Bench, topic: &str, n: usize) -> (Duration, Option<f64>, Option<f64>) {
+/// What (b) measured.
+struct Run {
+    took: Duration,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    /// Mean records per vendor request.
+    batch: f64,
+}
+
+/// (b): the engine delivering the topic, timed from the first outcome to the last.
+async fn lotbridge(bench: &Bench, topic: &str, n: usize) -> Run {
     let url = instant_vendor(Arc::new(AtomicBool::new(false))).await;
     let metrics = Metrics::new().expect("metrics");
     let engine = Engine::new(
@@ -229,6 +248,7 @@ async fn lotbridge(bench: &Bench, topic: &str, n: usize) -> (Duration, Option<f6
     let task = tokio::spawn(engine.run(async move {
         let _ = rx.await;
     }));
+    eprintln!("lotbridge starting on {topic}"); // a cue to attach a profiler (see BENCHMARKS.md)
     while outcomes(&metrics) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -242,9 +262,11 @@ async fn lotbridge(bench: &Bench, topic: &str, n: usize) -> (Duration, Option<f6
     let buckets: Vec<(f64, u64)> =
         h.get_histogram().get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
     let count = h.get_histogram().get_sample_count();
+    let b = metrics.batch_records.with_label_values(&["bzx", "carInOut"]).metric();
+    let batch = b.get_histogram().get_sample_sum() / b.get_histogram().get_sample_count().max(1) as f64;
     let _ = tx.send(());
     let _ = task.await;
-    (took, quantile(&buckets, count, 0.5), quantile(&buckets, count, 0.99))
+    Run { took, p50: quantile(&buckets, count, 0.5), p99: quantile(&buckets, count, 0.99), batch }
 }
 
 async fn scenario(bench: &Bench, name: &str, n: usize, photo: Option<&str>) {
@@ -254,26 +276,35 @@ async fn scenario(bench: &Bench, name: &str, n: usize, photo: Option<&str>) {
     // at the start of each measurement (broker data included there).
     reset_peak_rss();
     let before = rss();
+    let cpu = cpu_time();
     let raw = bench.raw(&topic, n).await;
+    let raw_cpu = cpu_time().saturating_sub(cpu);
     let raw_rss = peak_rss().saturating_sub(before);
     reset_peak_rss();
     let before = rss();
-    let (lb, p50, p99) = lotbridge(bench, &topic, n).await;
+    let cpu = cpu_time();
+    let Run { took: lb, p50, p99, batch } = lotbridge(bench, &topic, n).await;
+    let lb_cpu = cpu_time().saturating_sub(cpu);
     let lb_rss = peak_rss().saturating_sub(before);
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
     let ms = |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.1} ms", s * 1000.0));
     println!(
-        "{name:<7} N={n:<7} avg {:>6} B | raw: {:>9.0} ev/s {:>7.1} MB/s peak RSS +{:>4} MiB | lotbridge: {:>9.0} ev/s {:>7.1} MB/s peak RSS +{:>4} MiB p50 {} p99 {} | ratio {:.2}",
+        "{name:<7} N={n:<7} avg {:>6} B | raw: {:>9.0} ev/s {:>7.1} MB/s peak RSS +{:>4} MiB cpu {:.1} us/ev | \
+         lotbridge: {:>9.0} ev/s {:>7.1} MB/s peak RSS +{:>4} MiB p50 {} p99 {} cpu {:.1} us/ev batch {:.0} | ratio {:.2}",
         bytes / n as u64,
         rate(raw),
         mbps(raw),
         raw_rss >> 20,
+        per_event(raw_cpu),
         rate(lb),
         mbps(lb),
         lb_rss >> 20,
         ms(p50),
         ms(p99),
+        per_event(lb_cpu),
+        batch,
         raw.as_secs_f64() / lb.as_secs_f64()
     );
 }

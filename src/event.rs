@@ -445,10 +445,12 @@ impl Default for DecodeLimits {
 struct RawEnvelope<'a> {
     v: serde_json::Number,
     id: String,
-    #[serde(rename = "type")]
-    ty: String,
+    // Borrowed unless escaped: only read, never kept.
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
     lot: String,
-    at: String,
+    #[serde(borrow)]
+    at: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -564,6 +566,12 @@ fn decode_data(ty: EventType, json: &[u8]) -> Result<EventData, DecodeError> {
 
 /// Parses JSON into `T`, turning serde's error into a field path and a plain reason.
 fn parse<'de, T: Deserialize<'de>>(json: &'de [u8], prefix: &str) -> Result<T, DecodeError> {
+    // Nearly every record is valid, and tracking the field path costs about as much as the
+    // parse itself: parse plainly first, and again with the path only to explain a failure
+    // (the same deserializer underneath, so both accept exactly the same input).
+    if let Ok(value) = serde_json::from_slice(json) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| path_error(prefix, e, json))?;
     de.end().map_err(|e| DecodeError::new("", format!("not a single JSON object: {e}")))?;
@@ -791,7 +799,7 @@ fn check_base64(field: &str, text: &str) -> Result<(), DecodeError> {
     }
     let pad = b.iter().rev().take_while(|&&c| c == b'=').count();
     let body = &b[..b.len() - pad];
-    let alphabet_ok = body.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+    let alphabet_ok = crate::photo::all_base64_symbols(body);
     if b.len() % 4 != 0 || pad > 2 || !alphabet_ok {
         return Err(DecodeError::new(
             field,

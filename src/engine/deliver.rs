@@ -27,7 +27,10 @@ pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
         let next = lane.lock().next(sink.limits(), Instant::now());
         match next {
             Next::Send(items) => {
-                let (current, revoked): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| is_current(&sink, i));
+                let tickets = items.iter().map(|i| i.origin.as_ref().map(|o| &o.ticket));
+                let mut flags = sink.partitions.are_current(tickets).into_iter();
+                let (current, revoked): (Vec<Item>, Vec<Item>) =
+                    items.into_iter().partition(|_| flags.next().unwrap_or(false));
                 revoked.iter().for_each(|i| sink.drop_revoked(i));
                 if !current.is_empty() {
                     deliver(&sink, &lot, &lane, current).await;
@@ -53,10 +56,6 @@ pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
             }
         }
     }
-}
-
-fn is_current(sink: &Sink, item: &Item) -> bool {
-    item.origin.as_ref().is_none_or(|o| sink.partitions.is_current(&o.ticket))
 }
 
 /// The end of an attempt loop.
@@ -108,9 +107,7 @@ fn settle_delivered(sink: &Sink, lane: &Lane, endpoint: &Endpoint, items: Vec<It
     if endpoint.name == "heartbeat" {
         sink.metrics.heartbeats.with_label_values(&[sink.name()]).inc_by(items.len() as u64);
     }
-    for item in &items {
-        sink.finish(item, outcome);
-    }
+    sink.finish_all(&items, outcome);
 }
 
 async fn dead_letter(sink: &Sink, lot: &str, item: &Item, reason: &str, attempts: u32) {

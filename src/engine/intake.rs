@@ -13,21 +13,33 @@ use crate::photo::PhotoOutcome;
 use crate::vendors::{Mapping, SkipReason};
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Records larger than this are decoded and mapped on the blocking pool (photo work).
-const HEAVY_RECORD_BYTES: usize = 64 * 1024;
-/// Records decoded ahead of routing, in order.
-const DECODE_AHEAD: usize = 64;
+/// Most records read per wake-up: what librdkafka has ready is read, decoded, mapped and
+/// routed as one batch, so per-record costs (task wake-ups, locks, metric lookups) are paid
+/// per batch.
+const READ_BATCH: usize = 512;
+/// Batches decoded ahead of routing, in order.
+const DECODE_AHEAD: usize = 4;
+/// Batches larger than this (in bytes, or a quarter of `READ_BATCH` in records) are decoded
+/// and mapped on the blocking pool, in parallel with reading and routing.
+const OFFLOAD_BATCH_BYTES: usize = 32 * 1024;
+
+/// Most bytes read per batch: a small share of the sink's memory budget, since batches
+/// decoded ahead are not yet counted in it.
+fn read_batch_bytes(memory_budget_bytes: usize) -> usize {
+    (memory_budget_bytes / 32).clamp(64 * 1024, 2 * 1024 * 1024)
+}
 
 /// Consumer callbacks: drain and commit on revoke, track assignments.
 pub struct Context {
@@ -107,7 +119,15 @@ fn prefetch_kbytes(memory_budget_bytes: usize) -> usize {
     (memory_budget_bytes / 4 / 1024).clamp(64 * 1024, 2_097_151)
 }
 
-/// A record after decoding and mapping (done ahead, possibly on the blocking pool).
+/// Records read together, after decoding and mapping (done ahead, possibly on the blocking
+/// pool), in read order.
+struct Batch {
+    records: Vec<Prepared>,
+    /// More records were ready than one batch takes: the consumer is behind.
+    backlog: bool,
+}
+
+/// A record after decoding and mapping.
 struct Prepared {
     origin_tp: TopicPartition,
     offset: i64,
@@ -135,9 +155,14 @@ struct RawRecord {
 }
 
 impl RawRecord {
-    fn copy(msg: &BorrowedMessage<'_>) -> RawRecord {
+    /// Copies a record; `topic` is the previous record's topic name, reused when the same.
+    fn copy(msg: &BorrowedMessage<'_>, topic: &mut Option<Arc<str>>) -> RawRecord {
+        let name = match topic {
+            Some(t) if **t == *msg.topic() => t.clone(),
+            _ => topic.insert(Arc::from(msg.topic())).clone(),
+        };
         RawRecord {
-            tp: (Arc::from(msg.topic()), msg.partition()),
+            tp: (name, msg.partition()),
             offset: msg.offset(),
             key: msg.key().map(Bytes::copy_from_slice),
             raw: msg.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
@@ -165,12 +190,18 @@ fn prepare(sink: &Sink, rec: RawRecord, limits: DecodeLimits) -> Prepared {
     Prepared { origin_tp: rec.tp, offset: rec.offset, key: rec.key, raw: rec.raw, replay_for: rec.replay_for, result }
 }
 
-/// Decodes and maps one record; large ones (photos) on the blocking pool.
-async fn decode_ahead(sink: Arc<Sink>, record: RawRecord, limits: DecodeLimits) -> Option<Prepared> {
-    if record.raw.len() > HEAVY_RECORD_BYTES {
-        tokio::task::spawn_blocking(move || prepare(&sink, record, limits)).await.ok()
+/// Decodes and maps a batch; large ones (photos, backlogs) on the blocking pool.
+async fn decode_ahead(sink: Arc<Sink>, records: Vec<RawRecord>, limits: DecodeLimits, backlog: bool) -> Option<Batch> {
+    let bytes: usize = records.iter().map(|r| r.raw.len()).sum();
+    let heavy = bytes > OFFLOAD_BATCH_BYTES || records.len() > READ_BATCH / 4;
+    let prepare_all = move || {
+        let records = records.into_iter().map(|r| prepare(&sink, r, limits)).collect();
+        Batch { records, backlog }
+    };
+    if heavy {
+        tokio::task::spawn_blocking(prepare_all).await.ok()
     } else {
-        Some(prepare(&sink, record, limits))
+        Some(prepare_all())
     }
 }
 
@@ -183,28 +214,64 @@ pub async fn run_intake(
 ) {
     let limits = DecodeLimits { max_record_bytes: kafka.max_record_bytes };
     let budget = sink.config.memory_budget_bytes;
+    let batch_bytes = read_batch_bytes(budget);
     let mut ahead = FuturesOrdered::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let probe = crate::metrics::LagProbe::new(sink.metrics.clone(), sink.name());
     tokio::spawn(crate::metrics::run_lag_probe(probe, consumer.clone(), stop.clone()));
+    let mut stream = consumer.stream();
+    let mut topic = None;
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => break,
             _ = tick.tick() => housekeeping(&sink, &consumer, budget),
-            Some(prepared) = ahead.next(), if !ahead.is_empty() => match prepared {
-                Some(p) => {
-                    route(&sink, p);
+            Some(batch) = ahead.next(), if !ahead.is_empty() => match batch {
+                Some(batch) => {
+                    route_all(&sink, batch);
                     if sink.held_bytes() > budget && !sink.backpressured.swap(true, Ordering::Relaxed) {
                         set_paused(&sink, &consumer, true);
                     }
                 }
                 None => tracing::error!(sink = sink.name(), "decoder task failed"),
             },
-            msg = consumer.recv(), if ahead.len() < DECODE_AHEAD => match msg {
-                Ok(m) => ahead.push_back(decode_ahead(sink.clone(), RawRecord::copy(&m), limits)),
-                Err(e) => tracing::warn!(sink = sink.name(), error = %e, "kafka consumer error"),
+            Some(first) = stream.next(), if ahead.len() < DECODE_AHEAD => {
+                let mut records = Vec::new();
+                let mut bytes = take(&sink, first, &mut topic, &mut records);
+                // Whatever else is ready, without waiting.
+                let mut full = false;
+                while !full {
+                    match stream.next().now_or_never() {
+                        Some(Some(msg)) => bytes += take(&sink, msg, &mut topic, &mut records),
+                        _ => break,
+                    }
+                    full = records.len() >= READ_BATCH || bytes >= batch_bytes;
+                }
+                if !records.is_empty() {
+                    ahead.push_back(decode_ahead(sink.clone(), records, limits, full));
+                }
             },
+        }
+    }
+}
+
+/// Copies a read record into `records`; returns its size.
+fn take(
+    sink: &Sink,
+    msg: KafkaResult<BorrowedMessage<'_>>,
+    topic: &mut Option<Arc<str>>,
+    records: &mut Vec<RawRecord>,
+) -> usize {
+    match msg {
+        Ok(m) => {
+            let record = RawRecord::copy(&m, topic);
+            let size = record.raw.len();
+            records.push(record);
+            size
+        }
+        Err(e) => {
+            tracing::warn!(sink = sink.name(), error = %e, "kafka consumer error");
+            0
         }
     }
 }
@@ -250,57 +317,95 @@ fn housekeeping(sink: &Sink, consumer: &SinkConsumer, budget: usize) {
     sink.export_token_stats();
 }
 
-fn route(sink: &Arc<Sink>, p: Prepared) {
-    sink.metrics.consumed.with_label_values(&[sink.name(), &p.origin_tp.0]).inc();
-    let Some(ticket) = sink.partitions.register(&p.origin_tp, p.offset) else {
-        return; // a late record of a revoked partition: its new owner reads it
-    };
-    if p.replay_for.as_deref().is_some_and(|target| target != sink.name()) {
-        sink.metrics.skipped.with_label_values(&[sink.name(), "replayed_for_other_sink"]).inc();
-        sink.complete(&ticket);
-        return;
-    }
-    if let (Some(book), Ok(routed)) = (&sink.lot_book, &p.result) {
-        book.observe(&routed.event, &p.origin_tp);
-    }
-    let origin = Arc::new(Origin { ticket, key: p.key, raw: p.raw });
-    match p.result {
-        Err((stage, error)) => {
-            sink.metrics.invalid.with_label_values(&[sink.name(), stage.as_str()]).inc();
-            let size = origin.raw.len();
-            sink.hold(size);
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                sink.dead_letter(&origin, stage, &error, 0).await;
-                sink.release(size);
-                sink.metrics.outcomes.with_label_values(&[sink.name(), "invalid", "dead_lettered"]).inc();
-                sink.complete(&origin.ticket);
-            });
+/// Routes a batch: registers its offsets, counts it, dead-letters the invalid, completes
+/// the skipped, and queues the rest on their lanes, each lane once per batch.
+fn route_all(sink: &Arc<Sink>, batch: Batch) {
+    count_consumed(sink, &batch.records);
+    let tickets = sink.partitions.register_all(batch.records.iter().map(|p| (&p.origin_tp, p.offset)));
+    let read_at = Instant::now();
+    let mut lanes: HashMap<String, Vec<Item>> = HashMap::new();
+    let mut finished = Vec::new();
+    for (p, ticket) in batch.records.into_iter().zip(tickets) {
+        let Some(ticket) = ticket else {
+            continue; // a late record of a revoked partition, or read twice: handled elsewhere
+        };
+        if p.replay_for.as_deref().is_some_and(|target| target != sink.name()) {
+            sink.metrics.skipped.with_label_values(&[sink.name(), "replayed_for_other_sink"]).inc();
+            finished.push(ticket);
+            continue;
         }
-        Ok(Routed { mapping: Mapping::Skip(reason), .. }) => {
-            sink.metrics.skipped.with_label_values(&[sink.name(), reason.as_str()]).inc();
-            sink.complete(&origin.ticket);
+        if let (Some(book), Ok(routed)) = (&sink.lot_book, &p.result) {
+            book.observe(&routed.event, &p.origin_tp);
         }
-        Ok(Routed { lot, mapping: Mapping::Record(mapped), event }) => {
+        match p.result {
+            Err((stage, error)) => {
+                let origin = Arc::new(Origin { ticket, key: p.key, raw: p.raw });
+                dead_letter_invalid(sink, origin, stage, error);
+            }
+            Ok(Routed { mapping: Mapping::Skip(reason), .. }) => {
+                sink.metrics.skipped.with_label_values(&[sink.name(), reason.as_str()]).inc();
+                finished.push(ticket);
+            }
+            Ok(Routed { lot, mapping: Mapping::Record(mapped), event }) => {
+                count_photo(sink, mapped.photo.as_ref());
+                let item = Item {
+                    reply_to: reply_to(&event),
+                    event_type: event.event_type(),
+                    event_at: event.at,
+                    read_at,
+                    origin: Some(Arc::new(Origin { ticket, key: p.key, raw: p.raw })),
+                    mapped,
+                    backlog: batch.backlog,
+                };
+                lanes.entry(lot).or_default().push(item);
+            }
+        }
+    }
+    sink.complete_all(&finished);
+    for (lot, items) in lanes {
+        if let Some(origin) = items.first().and_then(|i| i.origin.as_ref()) {
             note_live(sink, &lot, &origin.ticket.tp);
-            count_photo(sink, mapped.photo.as_ref());
-            let item = Item {
-                reply_to: reply_to(&event),
-                event_type: event.event_type(),
-                event_at: event.at,
-                read_at: Instant::now(),
-                origin: Some(origin),
-                mapped,
-            };
-            submit(sink, &lot, item);
+        }
+        submit_all(sink, &lot, items);
+    }
+}
+
+/// Counts a batch's records by topic (nearly always one topic per batch).
+fn count_consumed(sink: &Sink, records: &[Prepared]) {
+    let mut runs: Vec<(&str, u64)> = Vec::new();
+    for p in records {
+        match runs.last_mut() {
+            Some((topic, n)) if *topic == &*p.origin_tp.0 => *n += 1,
+            _ => runs.push((&p.origin_tp.0, 1)),
         }
     }
+    for (topic, n) in runs {
+        sink.metrics.consumed.with_label_values(&[sink.name(), topic]).inc_by(n);
+    }
+}
+
+fn dead_letter_invalid(sink: &Arc<Sink>, origin: Arc<Origin>, stage: Stage, error: String) {
+    sink.metrics.invalid.with_label_values(&[sink.name(), stage.as_str()]).inc();
+    let size = origin.raw.len();
+    sink.hold(size);
+    let sink = sink.clone();
+    tokio::spawn(async move {
+        sink.dead_letter(&origin, stage, &error, 0).await;
+        sink.release(size);
+        sink.metrics.outcomes.with_label_values(&[sink.name(), "invalid", "dead_lettered"]).inc();
+        sink.complete(&origin.ticket);
+    });
 }
 
 /// Queues an item on its lane, settling what coalesced and starting the lane if new.
 pub fn submit(sink: &Arc<Sink>, lot: &str, item: Item) {
-    sink.hold(item.size());
-    let (settled, new_lane) = sink.enqueue(lot, item);
+    submit_all(sink, lot, vec![item]);
+}
+
+/// Queues items of one lot on its lane, in order, with one wake-up of the lane.
+pub fn submit_all(sink: &Arc<Sink>, lot: &str, items: Vec<Item>) {
+    sink.hold_many(items.iter().map(Item::size).sum(), items.len());
+    let (settled, new_lane) = sink.enqueue_all(lot, items);
     for (item, how) in settled {
         sink.finish(&item, Outcome::Settled(how));
     }
@@ -384,6 +489,7 @@ fn queue_heartbeat(sink: &Arc<Sink>, lot: &str) {
                 event_at: now,
                 read_at: Instant::now(),
                 reply_to: None,
+                backlog: false,
             };
             submit(sink, lot, item);
         }

@@ -52,6 +52,9 @@ pub struct Item {
     pub read_at: Instant,
     /// Set for requests whose answer is published.
     pub reply_to: Option<ReplyTo>,
+    /// Read while the consumer was behind (more records were waiting): its lane may wait
+    /// longer for a full batch, since the records behind it are already there to fill it.
+    pub backlog: bool,
 }
 
 impl Item {
@@ -91,6 +94,8 @@ pub struct Limits {
     pub max_bytes: usize,
     /// How long to wait for a fuller batch.
     pub linger: Duration,
+    /// How long to wait for a fuller batch when the head record was read from a backlog.
+    pub backlog_linger: Duration,
 }
 
 /// What the lane task should do next.
@@ -191,7 +196,10 @@ impl Queue {
             count += 1;
             bytes += size;
         }
-        let due = head.read_at + limits.linger;
+        // Catching up on a backlog, a partial batch means one request per few records, and
+        // the requests would eat the CPU that reading needs: wait longer to fill it.
+        let linger = if head.backlog { limits.backlog_linger } else { limits.linger };
+        let due = head.read_at + linger;
         if !blocked && count < endpoint.max_records && now < due {
             return Next::WaitUntil(due);
         }
@@ -223,11 +231,12 @@ mod tests {
             event_at: chrono::Utc::now().fixed_offset(),
             read_at,
             reply_to: None,
+            backlog: false,
         }
     }
 
     fn limits() -> Limits {
-        Limits { max_bytes: 1000, linger: Duration::from_millis(20) }
+        Limits { max_bytes: 1000, linger: Duration::from_millis(20), backlog_linger: Duration::from_millis(200) }
     }
 
     fn records(next: Next) -> Vec<String> {
@@ -251,6 +260,21 @@ mod tests {
         }
         assert_eq!(records(q.next(limits(), t0)), ["c", "d", "e"], "a full batch goes at once");
         assert!(matches!(q.next(limits(), t0), Next::WaitUntil(_)));
+    }
+
+    #[test]
+    fn records_read_from_a_backlog_wait_longer_for_a_full_batch() {
+        let t0 = Instant::now();
+        let mut q = Queue::default();
+        for r in ["a", "b"] {
+            q.push(Item { backlog: true, ..item(IO, r, t0) }, t0);
+        }
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(matches!(q.next(limits(), at(20)), Next::WaitUntil(t) if t == at(200)), "not sent at the linger");
+        q.push(Item { backlog: true, ..item(IO, "c", t0) }, t0);
+        assert_eq!(records(q.next(limits(), at(20))), ["a", "b", "c"], "a full batch goes at once");
+        q.push(Item { backlog: true, ..item(IO, "d", t0) }, t0);
+        assert_eq!(records(q.next(limits(), at(200))), ["d"], "a partial one after the backlog linger");
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn push_owned(sink: &Arc<Sink>, book: &LotBook) -> usize {
                 event_at: event.at,
                 read_at: Instant::now(),
                 reply_to: None,
+                backlog: false,
             };
             submit(sink, &event.lot, item);
             pushed += 1;

@@ -126,24 +126,58 @@ impl Partitions {
 
     /// Registers a record; `None` if its partition is not assigned (a late message).
     pub fn register(&self, tp: &TopicPartition, offset: i64) -> Option<Ticket> {
+        self.register_all([(tp, offset)]).pop().flatten()
+    }
+
+    /// Registers records in read order under one lock; `None` for each whose partition is
+    /// not assigned (a late message) or that was registered already (a re-fetch).
+    pub fn register_all<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a TopicPartition, i64)>,
+    ) -> Vec<Option<Ticket>> {
+        let now = Instant::now();
         let mut inner = self.lock();
-        let state = inner.assigned.get_mut(tp)?;
-        if !state.tracker.register(offset, Instant::now()) {
-            return None;
-        }
-        Some(Ticket { tp: tp.clone(), generation: state.generation, offset })
+        let register = |(tp, offset): (&TopicPartition, i64)| {
+            let state = inner.assigned.get_mut(tp)?;
+            state.tracker.register(offset, now).then(|| Ticket { tp: tp.clone(), generation: state.generation, offset })
+        };
+        records.into_iter().map(register).collect()
     }
 
     /// Marks a record finished; returns the watermark to store when it moved.
     pub fn complete(&self, ticket: &Ticket) -> Option<i64> {
+        self.complete_all([ticket]).pop().map(|(_, next)| next)
+    }
+
+    /// Marks records finished under one lock; returns each partition whose watermark moved,
+    /// once, with its new watermark.
+    pub fn complete_all<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) -> Vec<(TopicPartition, i64)> {
         let mut inner = self.lock();
-        let state = inner.assigned.get_mut(&ticket.tp).filter(|s| s.generation == ticket.generation)?;
-        state.tracker.complete(ticket.offset)
+        let mut moved: Vec<(TopicPartition, i64)> = Vec::new();
+        for ticket in tickets {
+            let Some(state) = inner.assigned.get_mut(&ticket.tp).filter(|s| s.generation == ticket.generation) else {
+                continue;
+            };
+            let Some(next) = state.tracker.complete(ticket.offset) else { continue };
+            match moved.iter_mut().find(|(tp, _)| *tp == ticket.tp) {
+                Some(entry) => entry.1 = entry.1.max(next),
+                None => moved.push((ticket.tp.clone(), next)),
+            }
+        }
+        moved
     }
 
     /// Whether the ticket's partition is still assigned in the same generation.
     pub fn is_current(&self, ticket: &Ticket) -> bool {
         self.lock().assigned.get(&ticket.tp).is_some_and(|s| s.generation == ticket.generation)
+    }
+
+    /// [`Partitions::is_current`] for many tickets under one lock (`None`: not from Kafka,
+    /// always current).
+    pub fn are_current<'a>(&self, tickets: impl IntoIterator<Item = Option<&'a Ticket>>) -> Vec<bool> {
+        let inner = self.lock();
+        let current = |t: &Ticket| inner.assigned.get(&t.tp).is_some_and(|s| s.generation == t.generation);
+        tickets.into_iter().map(|t| t.is_none_or(current)).collect()
     }
 
     /// Whether `tp` is assigned.
@@ -221,5 +255,21 @@ mod tests {
         assert_eq!(p.complete(&old), None, "a late outcome of the old assignment");
         assert_eq!(p.unfinished(std::slice::from_ref(&tp)), 1);
         assert_eq!(p.complete(&new), Some(6));
+    }
+
+    #[test]
+    fn batch_completion_reports_each_moved_partition_once() {
+        let p = Partitions::default();
+        let (a, b): (TopicPartition, TopicPartition) = ((Arc::from("events"), 0), (Arc::from("events"), 1));
+        p.assign([a.clone(), b.clone()]);
+        let read = [(&a, 0), (&a, 1), (&b, 7), (&a, 2), (&a, 1)];
+        let tickets = p.register_all(read);
+        assert!(tickets[4].is_none(), "offset 1 of partition 0 again: a re-fetch");
+        let t: Vec<Ticket> = tickets.into_iter().flatten().collect();
+        assert_eq!(p.are_current(t.iter().map(Some).chain([None])), [true; 5]);
+        assert_eq!(p.complete_all([&t[1], &t[2]]), [(b.clone(), 8)], "offset 0 of partition 0 is still open");
+        assert_eq!(p.complete_all([&t[3], &t[0]]), [(a.clone(), 3)], "the highest watermark, once");
+        p.revoke(std::slice::from_ref(&a));
+        assert_eq!(p.are_current([Some(&t[0]), Some(&t[2])]), [false, true]);
     }
 }

@@ -32,7 +32,7 @@ echo "tansu on $LOTBRIDGE_SYSTEM_BROKER (state in $state)"
 # lotbridge and the simulators then run at the speed a deployment sees.
 set +e
 cargo test --release --test system -- --ignored --skip soak --test-threads=1 --nocapture "$@" 2>&1 | tee "$state/system-tests.log" |
-  grep -E '^(test |SYSTEM |SKIPPED|running|test result|thread .* panicked|  left|  right|failures)'
+  grep --line-buffered -E '^(test |SYSTEM |SKIPPED|running|test result|thread .* panicked|  left|  right|failures)'
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

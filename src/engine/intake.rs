@@ -221,29 +221,21 @@ pub async fn run_intake(
     tokio::spawn(crate::metrics::run_lag_probe(probe, consumer.clone(), stop.clone()));
     let mut stream = consumer.stream();
     let mut topic = None;
-    // Bytes read but not yet routed (so not yet held): reading stops while they, as raw
-    // and as mapped records, would take the sink over its budget.
-    let mut ahead_bytes = 0usize;
     loop {
-        let room = sink.held_bytes() + 2 * ahead_bytes < budget;
         tokio::select! {
             biased;
             _ = stop.changed() => break,
             _ = tick.tick() => housekeeping(&sink, &consumer, budget),
-            Some((read, batch)) = ahead.next(), if !ahead.is_empty() => match batch {
+            Some(batch) = ahead.next(), if !ahead.is_empty() => match batch {
                 Some(batch) => {
-                    ahead_bytes -= read;
                     route_all(&sink, batch);
                     if sink.held_bytes() > budget && !sink.backpressured.swap(true, Ordering::Relaxed) {
                         set_paused(&sink, &consumer, true);
                     }
                 }
-                None => {
-                    ahead_bytes -= read;
-                    tracing::error!(sink = sink.name(), "decoder task failed");
-                }
+                None => tracing::error!(sink = sink.name(), "decoder task failed"),
             },
-            Some(first) = stream.next(), if ahead.len() < DECODE_AHEAD && room => {
+            Some(first) = stream.next(), if ahead.len() < DECODE_AHEAD => {
                 let mut records = Vec::new();
                 let mut bytes = take(&sink, first, &mut topic, &mut records);
                 // Whatever else is ready, without waiting.
@@ -256,9 +248,7 @@ pub async fn run_intake(
                     full = records.len() >= READ_BATCH || bytes >= batch_bytes;
                 }
                 if !records.is_empty() {
-                    ahead_bytes += bytes;
-                    let decoded = decode_ahead(sink.clone(), records, limits, full);
-                    ahead.push_back(async move { (bytes, decoded.await) });
+                    ahead.push_back(decode_ahead(sink.clone(), records, limits, full));
                 }
             },
         }

@@ -82,10 +82,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let metrics = Metrics::new().context("metrics")?;
     let engine = Engine::new(loaded, metrics.clone(), crate::app::http_client()?)?;
     let server = serve_metrics(&opts, &metrics, &engine, &ui).await?;
+    let sinks = engine.sinks().to_vec();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let engine_task = tokio::spawn(engine.run(async move {
         let _ = stop_rx.await;
     }));
+    wait_until_assigned(&sinks, &ui).await;
     let produced = progress::counters();
     let started = Instant::now();
     let tracks = produce_city(&opts, &broker.brokers, &sims, &produced, &ui, &metrics).await?;
@@ -108,6 +110,22 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     // the rest of the process (it is one per demo run).
     std::mem::forget(broker);
     Ok(report)
+}
+
+/// Waits until every sink's consumer owns partitions, so that the fault schedule (and the
+/// latency figures) count from the moment the engine can deliver, not from the group
+/// join, which takes seconds on a loaded machine. Gives up after 30 s with a note.
+async fn wait_until_assigned(sinks: &[Arc<crate::engine::sink::Sink>], ui: &Progress) {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    while !sinks.iter().all(|s| !s.partitions.assigned().is_empty()) {
+        if Instant::now() >= deadline {
+            ui.note("the engine has not joined every consumer group after 30 s: producing anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ui.note(&format!("engine ready: every sink owns its partitions after {:.1} s", started.elapsed().as_secs_f64()));
 }
 
 async fn serve_metrics(

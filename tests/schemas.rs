@@ -330,3 +330,47 @@ fn listed_output_example_matches_schema_and_rust_type() {
     broken["data"]["coupons"][0]["kind"] = Value::from("percent");
     assert!(!validator(&schemas, "member.coupons.listed.json").is_valid(&broken));
 }
+
+/// The zvcms adapter's answer to the spec's own success example (empty `coupon_type` and
+/// `status`, an expiry note) is published as `kind` / `status` values the output schema
+/// must accept: the results topic's consumers validate against it.
+#[test]
+fn zvcms_answers_to_the_spec_example_match_the_output_schema() {
+    use lotbridge::config::{Binding, Bindings, SinkContext};
+    use lotbridge::vendors::zvcms::{build, Config, USER_COUPON_LIST};
+    use lotbridge::vendors::{Adapter, HttpResponse, Verdict};
+
+    const SPEC_SUCCESS: &str = r#"{ "status": "true", "code": "0", "message": "说明", "data": { "item_list": [
+        { "id": "", "coupon_id": "", "start_at": "1552924800", "end_at": "1553183999", "status": "", "verify_code": "",
+          "is_lock": "", "date_time": "", "coupon": { "id": "", "title": "", "coupon_type": "", "min_amount_use": "", "desc": "" } },
+        { "id": "7", "coupon_id": "70", "start_at": "1552924800", "end_at": "1553183999", "status": "0", "verify_code": "x",
+          "is_lock": "0", "date_time": "已过期", "coupon": { "id": "70", "title": "t", "coupon_type": "1", "min_amount_use": "5", "desc": "" } } ] } }"#;
+    let cfg: Config = toml::from_str(
+        "base_url = \"http://127.0.0.1:9/\"\nopen_id = \"o\"\ngrant_code = { value = \"g\" }\nsecret_key = { value = \"k\" }\n",
+    )
+    .expect("zvcms config");
+    let ctx = SinkContext {
+        name: "members",
+        bindings: std::sync::Arc::new(Bindings::from_list(vec![Binding {
+            lot: "P001".into(),
+            vendor_lot: "V-001".into(),
+            token: None,
+        }])),
+        photo: Default::default(),
+        max_records: 100,
+        base_dir: Path::new("."),
+        http: reqwest::Client::new(),
+    };
+    let adapter = build(&cfg, &ctx).expect("zvcms adapter");
+    let response =
+        HttpResponse { status: 200, retry_after: None, body: bytes::Bytes::from_static(SPEC_SUCCESS.as_bytes()) };
+    let Verdict::Answered(coupons) = adapter.classify(&USER_COUPON_LIST, &response) else {
+        panic!("the spec's success example is an answer");
+    };
+    assert_eq!(coupons[0].kind, "unknown", "an empty coupon_type");
+    assert_eq!(coupons[0].status, "unknown", "an empty status without an expiry note");
+    let data = CouponsListed { in_reply_to: "q-1".into(), member_id: "1003".into(), coupons };
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:05:00+08:00").unwrap();
+    let value: Value = serde_json::from_slice(&event::encode_listed("P001", "q-1.listed", at, &data)).unwrap();
+    assert_schema_valid(&validator(&load_schemas(), "member.coupons.listed.json"), &value, "zvcms answer");
+}

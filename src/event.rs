@@ -861,6 +861,7 @@ fn grant(r: RawGrant) -> Result<CouponGrant, DecodeError> {
     }
     for (i, lot) in r.lots.iter().enumerate() {
         check_len(&format!("data.lots[{i}]"), lot, 1, MAX_LOT_CHARS)?;
+        check_no_control(&format!("data.lots[{i}]"), lot)?;
     }
     if r.minutes == 0 {
         return Err(DecodeError::new("data.minutes", "must be greater than 0"));

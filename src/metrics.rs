@@ -63,6 +63,10 @@ pub struct Metrics {
     pub held_bytes: IntGaugeVec,
     /// Age in seconds of the oldest record without a final outcome, by sink.
     pub oldest_unacked_seconds: IntGaugeVec,
+    /// Finished records not yet committed to Kafka (stored for the next commit, or behind
+    /// an unfinished older record of their partition): what a crash now would deliver
+    /// again, by sink.
+    pub finished_uncommitted: IntGaugeVec,
     /// Active lanes, by sink.
     pub lanes: IntGaugeVec,
     /// Partitions paused for backpressure, by sink.
@@ -198,6 +202,12 @@ impl Metrics {
                 &r,
                 "oldest_unacked_age_seconds",
                 "Age of the oldest record without a final outcome.",
+                &["sink"],
+            )?,
+            finished_uncommitted: gauge(
+                &r,
+                "finished_uncommitted_records",
+                "Finished records not yet committed to Kafka (stored for the next commit, or behind an unfinished older record of their partition): a crash now would deliver them again.",
                 &["sink"],
             )?,
             lanes: gauge(&r, "lanes_active", "Lanes (sink, lot) alive.", &["sink"])?,

@@ -263,3 +263,27 @@ async fn a_replica_without_partitions_is_a_ready_standby() {
     second.stop().await;
     first.stop().await;
 }
+
+/// `finished_uncommitted_records` follows the group's commits (the consumer's commit
+/// callback): once delivered records are committed, a crash would send nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivered_records_leave_the_duplicate_exposure_once_committed() {
+    let kafka = Kafka::new();
+    kafka.topic("m7", 1);
+    let (toml, _sim) = setup(&kafka, "m7", &bzx_sink("P1"), &bzx_sink("P1")).await;
+    let h = Harness::start(&toml).await;
+    for i in 0..3 {
+        kafka.produce("m7", "P1", &vehicle(&format!("u{i}"), "P1", &format!("晋A2000{i}"), false)).await;
+    }
+    let delivered = [("sink", "bzx"), ("outcome", "delivered")];
+    assert!(eventually(WAIT, || async { h.value("lotbridge_records_outcome_total", &delivered) == 3.0 }).await);
+    // The gauge is refreshed every 200 ms: let it see the deliveries first.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let exposure = [("sink", "bzx")];
+    assert!(
+        eventually(WAIT, || async { h.value("lotbridge_finished_uncommitted_records", &exposure) == 0.0 }).await,
+        "committed: nothing would be sent twice, got {}",
+        h.value("lotbridge_finished_uncommitted_records", &exposure)
+    );
+    h.stop().await;
+}

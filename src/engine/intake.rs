@@ -68,6 +68,17 @@ impl ConsumerContext for Context {
         }
     }
 
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if result.is_err() {
+            return;
+        }
+        for e in offsets.elements() {
+            if let Offset::Offset(next) = e.offset() {
+                self.partitions.committed(&(Arc::from(e.topic()), e.partition()), next);
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = topic_partitions(tpl);
@@ -313,6 +324,8 @@ fn housekeeping(sink: &Sink, consumer: &SinkConsumer, budget: usize) {
     }
     let age = sink.partitions.oldest().map_or(0, |t| t.elapsed().as_secs());
     sink.metrics.oldest_unacked_seconds.with_label_values(&[sink.name()]).set(age as i64);
+    let uncommitted = sink.partitions.uncommitted();
+    sink.metrics.finished_uncommitted.with_label_values(&[sink.name()]).set(uncommitted as i64);
     sink.metrics.assigned_partitions.with_label_values(&[sink.name()]).set(sink.partitions.assigned().len() as i64);
     sink.export_token_stats();
 }

@@ -17,6 +17,9 @@ pub type TopicPartition = (Arc<str>, i32);
 pub struct Tracker {
     pending: VecDeque<Slot>,
     last: Option<i64>,
+    /// Finished records behind an unfinished one: they cannot be committed yet, so a crash
+    /// now would deliver them again.
+    finished_ahead: usize,
 }
 
 #[derive(Debug)]
@@ -47,12 +50,22 @@ impl Tracker {
     /// it moved.
     pub fn complete(&mut self, offset: i64) -> Option<i64> {
         let idx = self.pending.binary_search_by_key(&offset, |s| s.offset).ok()?;
+        if self.pending[idx].done {
+            return None;
+        }
         self.pending[idx].done = true;
+        self.finished_ahead += 1;
         let mut watermark = None;
         while self.pending.front().is_some_and(|s| s.done) {
             watermark = self.pending.pop_front().map(|s| s.offset + 1);
+            self.finished_ahead -= 1;
         }
         watermark
+    }
+
+    /// Finished records that wait behind an unfinished one (see `finished_ahead`).
+    pub fn finished_ahead(&self) -> usize {
+        self.finished_ahead
     }
 
     /// Records read but not all finished.
@@ -87,6 +100,23 @@ pub struct Ticket {
 struct PartitionState {
     generation: u64,
     tracker: Tracker,
+    /// The next offset to consume as the group last committed it (at first, where reading
+    /// started).
+    committed: Option<i64>,
+    /// The last watermark stored for the next commit.
+    stored: Option<i64>,
+}
+
+impl PartitionState {
+    /// Finished records a crash now would deliver again: those stored but not yet committed
+    /// (counted in offsets), and those finished behind an unfinished one.
+    fn uncommitted(&self) -> usize {
+        let stored_ahead = match (self.stored, self.committed) {
+            (Some(stored), Some(committed)) => usize::try_from(stored - committed).unwrap_or(0),
+            _ => 0,
+        };
+        stored_ahead + self.tracker.finished_ahead()
+    }
 }
 
 /// The trackers of every partition assigned to one sink's consumer.
@@ -112,7 +142,7 @@ impl Partitions {
         for tp in tps {
             inner.next_generation += 1;
             let generation = inner.next_generation;
-            inner.assigned.insert(tp, PartitionState { generation, tracker: Tracker::default() });
+            inner.assigned.insert(tp, PartitionState { generation, ..PartitionState::default() });
         }
     }
 
@@ -139,6 +169,7 @@ impl Partitions {
         let mut inner = self.lock();
         let register = |(tp, offset): (&TopicPartition, i64)| {
             let state = inner.assigned.get_mut(tp)?;
+            state.committed.get_or_insert(offset);
             state.tracker.register(offset, now).then(|| Ticket { tp: tp.clone(), generation: state.generation, offset })
         };
         records.into_iter().map(register).collect()
@@ -159,6 +190,7 @@ impl Partitions {
                 continue;
             };
             let Some(next) = state.tracker.complete(ticket.offset) else { continue };
+            state.stored = Some(next);
             match moved.iter_mut().find(|(tp, _)| *tp == ticket.tp) {
                 Some(entry) => entry.1 = entry.1.max(next),
                 None => moved.push((ticket.tp.clone(), next)),
@@ -196,6 +228,21 @@ impl Partitions {
         self.lock().assigned.values().filter_map(|s| s.tracker.oldest()).min()
     }
 
+    /// Records the group's committed position of an assigned partition (from the commit
+    /// callback).
+    pub fn committed(&self, tp: &TopicPartition, next: i64) {
+        if let Some(state) = self.lock().assigned.get_mut(tp) {
+            state.committed = Some(state.committed.map_or(next, |c| c.max(next)));
+        }
+    }
+
+    /// Finished records of every assigned partition that are not committed yet (stored
+    /// for the next commit, or waiting behind an unfinished one): what a crash now would
+    /// deliver a second time.
+    pub fn uncommitted(&self) -> usize {
+        self.lock().assigned.values().map(PartitionState::uncommitted).sum()
+    }
+
     /// Where reading must go on, for every assigned partition that has read something.
     pub fn read_positions(&self) -> Vec<(TopicPartition, i64)> {
         self.lock().assigned.iter().filter_map(|(tp, s)| s.tracker.next_to_read().map(|n| (tp.clone(), n))).collect()
@@ -222,9 +269,14 @@ mod tests {
         assert_eq!(t.next_to_read(), Some(15));
         assert_eq!(t.complete(11), None, "10 is still open");
         assert_eq!(t.complete(14), None);
+        assert_eq!(t.finished_ahead(), 2, "11 and 14 wait behind 10");
+        assert_eq!(t.complete(14), None, "a second outcome for 14 changes nothing");
+        assert_eq!(t.finished_ahead(), 2);
         assert_eq!(t.complete(10), Some(12), "10 and 11 done: next to consume is 12");
+        assert_eq!(t.finished_ahead(), 1, "14 waits behind 12");
         assert_eq!(t.complete(12), Some(15), "the gap at 13 (compacted) is skipped");
         assert!(t.is_empty());
+        assert_eq!(t.finished_ahead(), 0);
         assert_eq!(t.complete(99), None, "unknown offsets are ignored");
     }
 
@@ -255,6 +307,26 @@ mod tests {
         assert_eq!(p.complete(&old), None, "a late outcome of the old assignment");
         assert_eq!(p.unfinished(std::slice::from_ref(&tp)), 1);
         assert_eq!(p.complete(&new), Some(6));
+    }
+
+    #[test]
+    fn uncommitted_counts_stored_and_waiting_records_until_the_commit() {
+        let p = Partitions::default();
+        let tp: TopicPartition = (Arc::from("events"), 0);
+        p.assign([tp.clone()]);
+        let t: Vec<Ticket> = p.register_all((100..110).map(|o| (&tp, o))).into_iter().flatten().collect();
+        assert_eq!(p.uncommitted(), 0, "reading started at the committed position 100");
+        p.complete_all(&t[..4]);
+        p.complete_all(&t[6..8]);
+        assert_eq!(p.uncommitted(), 4 + 2, "100..=103 stored, 106 and 107 behind 104");
+        p.committed(&tp, 104);
+        assert_eq!(p.uncommitted(), 2);
+        p.committed(&tp, 90);
+        assert_eq!(p.uncommitted(), 2, "an older commit result does not move it back");
+        p.complete_all(&t[4..6]);
+        assert_eq!(p.uncommitted(), 4, "104..=107 stored");
+        p.committed(&tp, 108);
+        assert_eq!(p.uncommitted(), 0);
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl ConsumerContext for Context {
             return;
         }
         for e in offsets.elements() {
-            if let Offset::Offset(next) = e.offset() {
+            // A partition's own error (e.g. revoked meanwhile) means it was not committed.
+            if let (Offset::Offset(next), Ok(())) = (e.offset(), e.error()) {
                 self.partitions.committed(&(Arc::from(e.topic()), e.partition()), next);
             }
         }

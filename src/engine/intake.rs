@@ -233,21 +233,39 @@ pub async fn run_intake(
     tokio::spawn(crate::metrics::run_lag_probe(probe, consumer.clone(), stop.clone()));
     let mut stream = consumer.stream();
     let mut topic = None;
+    // Backpressure in two steps. Over the budget, reading stops at once (librdkafka's own
+    // queue stays bounded by `queued.max.messages.kbytes`) and goes on as soon as memory is
+    // under the resume mark. Only if that lasts `PAUSE_AFTER` are the partitions paused, so
+    // the consumer can be polled (group liveness) without reading: a pause makes librdkafka
+    // drop what it fetched ahead, which then has to be fetched again, a cost that brief
+    // stops of a busy sink should not pay.
+    let mut gated_at: Option<Instant> = None;
+    let mut paused = false;
     loop {
+        let reading = gated_at.is_none() || paused;
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = tick.tick() => housekeeping(&sink, &consumer, budget),
+            _ = tick.tick() => {
+                if gated_at.is_some_and(|t| t.elapsed() >= PAUSE_AFTER) && !paused {
+                    set_paused(&sink, &consumer, true);
+                    paused = true;
+                }
+                relieve(&sink, &consumer, &mut gated_at, &mut paused);
+                housekeeping(&sink);
+            }
+            _ = sink.relieved.notified() => relieve(&sink, &consumer, &mut gated_at, &mut paused),
             Some(batch) = ahead.next(), if !ahead.is_empty() => match batch {
                 Some(batch) => {
                     route_all(&sink, batch);
                     if sink.held_bytes() > budget && !sink.backpressured.swap(true, Ordering::Relaxed) {
-                        set_paused(&sink, &consumer, true);
+                        gated_at = Some(Instant::now());
+                        tracing::debug!(sink = sink.name(), held_bytes = sink.held_bytes(), "memory budget: reading stops");
                     }
                 }
                 None => tracing::error!(sink = sink.name(), "decoder task failed"),
             },
-            Some(first) = stream.next(), if ahead.len() < DECODE_AHEAD => {
+            Some(first) = stream.next(), if reading && ahead.len() < DECODE_AHEAD => {
                 let mut records = Vec::new();
                 let mut bytes = take(&sink, first, &mut topic, &mut records);
                 // Whatever else is ready, without waiting.
@@ -264,6 +282,21 @@ pub async fn run_intake(
                 }
             },
         }
+    }
+}
+
+/// How long reading may stop for the memory budget before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// Ends backpressure once held memory is under the resume mark: reading goes on, and
+/// paused partitions resume.
+fn relieve(sink: &Sink, consumer: &SinkConsumer, gated_at: &mut Option<Instant>, paused: &mut bool) {
+    if sink.held_bytes() >= sink.resume_mark() || !sink.backpressured.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    *gated_at = None;
+    if std::mem::take(paused) {
+        set_paused(sink, consumer, false);
     }
 }
 
@@ -318,11 +351,7 @@ fn seek_to_read_positions(sink: &Sink, consumer: &SinkConsumer) {
     }
 }
 
-fn housekeeping(sink: &Sink, consumer: &SinkConsumer, budget: usize) {
-    if sink.backpressured.load(Ordering::Relaxed) && sink.held_bytes() < budget / 4 * 3 {
-        sink.backpressured.store(false, Ordering::Relaxed);
-        set_paused(sink, consumer, false);
-    }
+fn housekeeping(sink: &Sink) {
     let age = sink.partitions.oldest().map_or(0, |t| t.elapsed().as_secs());
     sink.metrics.oldest_unacked_seconds.with_label_values(&[sink.name()]).set(age as i64);
     let uncommitted = sink.partitions.uncommitted();

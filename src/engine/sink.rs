@@ -114,6 +114,10 @@ pub struct Sink {
     held_records: AtomicUsize,
     /// Whether intake paused its partitions for the memory budget.
     pub backpressured: AtomicBool,
+    /// Rung when memory drops below the resume mark while backpressured, so reading goes
+    /// on at once rather than at the next housekeeping tick (a 200 ms stall per pause
+    /// halved photo throughput).
+    pub relieved: Notify,
     stop: tokio::sync::watch::Sender<bool>,
     token_seen: Mutex<[u64; 3]>,
     /// Latest lot information, for vendors that want the full list daily.
@@ -180,6 +184,7 @@ impl Sink {
             held_bytes: AtomicUsize::new(0),
             held_records: AtomicUsize::new(0),
             backpressured: AtomicBool::new(false),
+            relieved: Notify::new(),
             stop: tokio::sync::watch::channel(false).0,
             lot_book: adapter_wants_lots.then(Default::default),
             token_seen: Mutex::new([0; 3]),
@@ -227,6 +232,14 @@ impl Sink {
         let count = self.held_records.fetch_sub(records, Ordering::Relaxed).saturating_sub(records);
         self.hot.held_bytes.set(held as i64);
         self.hot.held_records.set(count as i64);
+        if held < self.resume_mark() && self.backpressured.load(Ordering::Relaxed) {
+            self.relieved.notify_one();
+        }
+    }
+
+    /// Held bytes under which paused partitions resume: 75 % of the memory budget.
+    pub fn resume_mark(&self) -> usize {
+        self.config.memory_budget_bytes / 4 * 3
     }
 
     /// Bytes held without a final outcome.

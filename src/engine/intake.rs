@@ -247,11 +247,11 @@ pub async fn run_intake(
             biased;
             _ = stop.changed() => break,
             _ = tick.tick() => {
+                relieve(&sink, &consumer, &mut gated_at, &mut paused);
                 if gated_at.is_some_and(|t| t.elapsed() >= PAUSE_AFTER) && !paused {
                     set_paused(&sink, &consumer, true);
                     paused = true;
                 }
-                relieve(&sink, &consumer, &mut gated_at, &mut paused);
                 housekeeping(&sink);
             }
             _ = sink.relieved.notified() => relieve(&sink, &consumer, &mut gated_at, &mut paused),

@@ -5,20 +5,49 @@
 //! so a vendor that is down only lags its own sink. Offsets move only past records with a
 //! final outcome. Kafka is the distributed engine: more replicas join the same groups.
 
+//! # Layout
+//! - [`sink`]: one running sink, wiring its parts together (no rules of its own).
+//! - `consumer`: the sink's Kafka consumer, its group callbacks (revoke drain, assign).
+//! - `intake`: the read loop: batches read, decoded ahead, routed; housekeeping.
+//! - `decode`: records as read, decoded and mapped once per record.
+//! - `route`: registration of offsets and queuing of records on their lanes.
+//! - `budget`: the memory budget and its two-step backpressure, the whole protocol.
+//! - `lanes` / `lane`: the lane registry; one lane's queue and its batching decisions.
+//! - `deliver`: the lane task and the attempt loop that carries out `retry` decisions.
+//! - `retry`: the pure retry decision (verdict + attempt state → next step).
+//! - `gate`: sink-wide pause (429), rate limits and concurrency.
+//! - `http`: execution of one prepared request and its classification.
+//! - `acks`: final outcomes: counting, watermarks, offset stores.
+//! - `offsets`: contiguous per-partition watermarks with assignment generations.
+//! - [`output`]: dead letters and answers written back to Kafka.
+//! - [`lots`]: the lot book and the daily full lot push.
+
+mod acks;
+mod budget;
+mod consumer;
+mod decode;
 pub mod deliver;
-pub mod intake;
-pub mod lane;
+mod gate;
+mod http;
+mod intake;
+mod lane;
+mod lanes;
 pub mod lots;
-pub mod offsets;
+mod offsets;
 pub mod output;
+mod retry;
+mod route;
 pub mod sink;
+
+pub use http::execute;
+pub use sink::Sink;
 
 use crate::config::{KafkaConfig, Loaded};
 use crate::metrics::Metrics;
+use acks::OffsetStore;
 use output::Output;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use sink::{OffsetStore, Sink};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +93,7 @@ impl Engine {
         let mut consumers = Vec::new();
         let mut tasks = Vec::new();
         for sink in &self.sinks {
-            let consumer = intake::consumer(&self.kafka, sink)?;
+            let consumer = consumer::consumer(&self.kafka, sink)?;
             let store: Arc<dyn OffsetStore> = consumer.clone();
             sink.set_offset_store(Some(store));
             tasks.push(tokio::spawn(intake::run_intake(
@@ -118,7 +147,8 @@ impl Engine {
     async fn drain(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let open: usize = self.sinks.iter().map(|s| s.partitions.unfinished(&s.partitions.assigned())).sum();
+            let open: usize =
+                self.sinks.iter().map(|s| s.partitions.unfinished(&s.partitions.assigned())).sum::<usize>();
             if open == 0 {
                 return;
             }

@@ -12,6 +12,7 @@
 //!   signing and response codes.
 //! - [`auth`]: single-flight token cache shared by token-based vendors.
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
+//! - [`text`]: cutting text for logs, headers and reasons on character boundaries.
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
 //! - [`produce`]: `lotbridge produce`: the synthetic city into a real cluster (compose traffic).
@@ -29,4 +30,5 @@ pub mod photo;
 pub mod produce;
 pub mod secret;
 pub mod sim;
+pub mod text;
 pub mod vendors;

@@ -1,27 +1,32 @@
-//! The lane task and the attempt loop: rate limits, concurrency, per-attempt signing,
-//! typed retry decisions, sink-wide pauses on 429, bisection of rejected batches, and
-//! dead letters for what is permanently refused.
+//! The lane task and the attempt loop. The loop only carries out what the pure decision in
+//! `retry.rs` says: wait at the gate, prepare (sign, stamp, token) inside each attempt,
+//! send, decide, act. Batches refused for a parameter error are bisected so only the bad
+//! records are dead-lettered.
 
+use super::http::send;
 use super::lane::{Item, Next};
-use super::output::Stage;
-use super::sink::{Lane, Outcome, Sink};
-use crate::event::{encode_listed, CouponsListed, ListedCoupon};
-use crate::vendors::{Endpoint, HttpRequest, HttpResponse, PrepareError, RetryReason, Verdict};
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
+use super::lanes::Lane;
+use super::output::{until_acked, Stage};
+use super::retry::{retry_label, Attempts, Final, Step};
+use super::sink::Sink;
+use crate::engine::acks::Outcome;
+use crate::event::{encode_listed, CouponsListed, EventType, ListedCoupon};
+use crate::vendors::{Endpoint, PrepareError, RetryReason, Verdict};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub use super::http::execute;
+
 /// How long a lane with nothing to do lives before it frees its memory.
 const LANE_IDLE: Duration = Duration::from_secs(60);
 
 /// Runs one lane until it has been idle for a while.
-pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
+pub(crate) async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
     loop {
         if sink.is_stopping() {
-            sink.remove_lane(&lot, &lane);
+            sink.lanes.remove(&lot, &lane);
             return;
         }
         let next = lane.lock().next(sink.limits(), Instant::now());
@@ -39,16 +44,16 @@ pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
             Next::WaitUntil(due) => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
-                    _ = lane.notify.notified() => {}
+                    _ = lane.notified() => {}
                     _ = sink.stopped() => {}
                 }
             }
             Next::Idle => {
                 tokio::select! {
-                    _ = lane.notify.notified() => {}
+                    _ = lane.notified() => {}
                     _ = sink.stopped() => {}
                     _ = tokio::time::sleep(LANE_IDLE) => {
-                        if sink.retire_lane(&lot, &lane) {
+                        if sink.lanes.retire(&lot, &lane) {
                             return;
                         }
                     }
@@ -56,20 +61,6 @@ pub async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
             }
         }
     }
-}
-
-/// The end of an attempt loop.
-enum Final {
-    Delivered,
-    Duplicate,
-    Answered(Vec<ListedCoupon>),
-    Rejected {
-        reason: String,
-        per_record: bool,
-        attempts: u32,
-    },
-    /// The sink is stopping: no outcome, the records are read again after the restart.
-    Abandoned,
 }
 
 /// Delivers a batch; a batch refused for a parameter error is bisected so only the bad
@@ -104,8 +95,9 @@ fn settle_delivered(sink: &Sink, lane: &Lane, endpoint: &Endpoint, items: Vec<It
     if let Some(last) = items.last() {
         lane.lock().delivered(endpoint, &last.mapped.record, Instant::now());
     }
-    if endpoint.name == "heartbeat" {
-        sink.metrics.heartbeats.with_label_values(&[sink.name()]).inc_by(items.len() as u64);
+    let heartbeats = items.iter().filter(|i| i.event_type == EventType::LotHeartbeat).count();
+    if heartbeats > 0 {
+        sink.metrics.heartbeats.with_label_values(&[sink.name()]).inc_by(heartbeats as u64);
     }
     sink.finish_all(&items, outcome);
 }
@@ -127,79 +119,26 @@ async fn publish_answer(sink: &Sink, item: &Item, coupons: &[ListedCoupon]) {
     };
     let id = format!("{}.listed", reply.request_id);
     let value = Bytes::from(encode_listed(&reply.lot, &id, chrono::Utc::now().fixed_offset(), &data));
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match sink.output.publish_result(&reply.member_id, &value).await {
-            Ok(()) => {
-                sink.metrics.results_published.with_label_values(&[sink.name(), "ok"]).inc();
-                return;
-            }
-            Err(e) => {
-                sink.metrics.results_published.with_label_values(&[sink.name(), "error"]).inc();
-                tracing::error!(sink = sink.name(), error = %e, "publishing an answer failed; retrying, offsets held");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// Retry state of one batch.
-struct Attempts {
-    backoff: ExponentialBackoff,
-    started: Instant,
-    give_up: Option<Duration>,
-    count: u32,
-    stale_signatures: u32,
-    auth_refreshes: u32,
-}
-
-impl Attempts {
-    fn new(sink: &Sink) -> Attempts {
-        let r = &sink.config.retry;
-        let backoff = ExponentialBackoff {
-            initial_interval: Duration::from_millis(r.initial_ms),
-            current_interval: Duration::from_millis(r.initial_ms),
-            max_interval: Duration::from_millis(r.max_interval_ms),
-            multiplier: r.multiplier,
-            randomization_factor: 0.5,
-            max_elapsed_time: None,
-            ..ExponentialBackoff::default()
-        };
-        Attempts {
-            backoff,
-            started: Instant::now(),
-            give_up: r.give_up_after_secs.map(Duration::from_secs),
-            count: 0,
-            stale_signatures: 0,
-            auth_refreshes: 0,
-        }
-    }
-
-    fn next_wait(&mut self) -> Duration {
-        self.backoff.next_backoff().unwrap_or(self.backoff.max_interval)
-    }
-
-    fn gave_up(&self) -> bool {
-        self.give_up.is_some_and(|g| self.started.elapsed() >= g)
-    }
+    let ok = sink.metrics.results_published.with_label_values(&[sink.name(), "ok"]);
+    let failed = sink.metrics.results_published.with_label_values(&[sink.name(), "error"]);
+    until_acked("answer", sink.name(), &ok, &failed, || sink.output.publish_result(&reply.member_id, &value)).await;
 }
 
 async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item]) -> Final {
     let records: Vec<&[u8]> = items.iter().map(|i| &i.mapped.record[..]).collect();
     let data = sink.adapter.assemble(endpoint, &records);
-    let mut st = Attempts::new(sink);
+    let mut st = Attempts::new(&sink.config.retry, Instant::now());
     let mut sent_headers = http::HeaderMap::new();
     loop {
-        st.count += 1;
+        st.begin();
         if sink.is_stopping() {
             return Final::Abandoned;
         }
-        sink.wait_unpaused().await;
-        sink.wait_rate(lot).await;
+        sink.gate.wait_unpaused().await;
+        sink.gate.wait_rate(lot).await;
         let verdict = {
-            let Ok(_permit) = sink.permits.acquire().await else {
-                return rejected("sink is shutting down", &st);
+            let Some(_permit) = sink.gate.permit().await else {
+                return st.reject("sink is shutting down");
             };
             match sink.adapter.prepare(lot, endpoint, &data).await {
                 Ok(request) => {
@@ -207,44 +146,26 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
                     sent_headers = request.headers.clone();
                     send(sink, endpoint, request, items.len(), data.len()).await
                 }
-                Err(PrepareError::Unbound) => return rejected("the lot is no longer bound to this sink", &st),
-                Err(PrepareError::Internal(e)) => return rejected(&format!("internal error: {e}"), &st),
+                Err(PrepareError::Unbound) => return st.reject("the lot is no longer bound to this sink"),
+                Err(PrepareError::Internal(e)) => return st.reject(format!("internal error: {e}")),
                 Err(e) => auth_verdict(sink, e),
             }
         };
-        match verdict {
-            Verdict::Delivered => return Final::Delivered,
-            Verdict::Duplicate => return Final::Duplicate,
-            Verdict::Answered(coupons) => return Final::Answered(coupons),
-            Verdict::Reject { reason, per_record } => {
-                return Final::Rejected { reason, per_record, attempts: st.count };
-            }
-            Verdict::RefreshAuth => {
+        if let Some(label) = retry_label(&verdict) {
+            sink.metrics.retries.with_label_values(&[sink.name(), label]).inc();
+        }
+        match st.decide(verdict, Instant::now()) {
+            Step::Finish(done) => return done,
+            Step::RefreshAuth { wait } => {
                 sink.adapter.invalidate_auth(&sent_headers).await;
-                st.auth_refreshes += 1;
-                count_retry(sink, "auth_refresh");
-                if st.auth_refreshes > 1 && !pause(sink, st.next_wait()).await {
-                    return Final::Abandoned;
-                }
-            }
-            Verdict::Busy { after } => {
-                let wait = after.unwrap_or_else(|| st.next_wait());
-                count_retry(sink, "busy");
-                sink.pause_for(wait);
-            }
-            Verdict::Retry { reason, after, detail } => {
-                count_retry(sink, reason.as_str());
-                if reason == RetryReason::StaleSignature {
-                    st.stale_signatures += 1;
-                    if st.stale_signatures > sink.config.retry.stale_signature_retries {
-                        return rejected(&format!("signature refused {} times: {detail}", st.stale_signatures), &st);
+                if let Some(wait) = wait {
+                    if !pause(sink, wait).await {
+                        return Final::Abandoned;
                     }
                 }
-                if st.gave_up() {
-                    let secs = st.started.elapsed().as_secs();
-                    return rejected(&format!("gave up after {secs} s and {} attempts: {detail}", st.count), &st);
-                }
-                let wait = st.next_wait().max(after.unwrap_or_default());
+            }
+            Step::PauseSink { wait } => sink.gate.pause_for(wait),
+            Step::Retry { wait, reason, detail } => {
                 tracing::debug!(sink = sink.name(), lot, reason = reason.as_str(), detail, ?wait, "retrying");
                 if !pause(sink, wait).await {
                     return Final::Abandoned;
@@ -260,14 +181,6 @@ async fn pause(sink: &Sink, wait: Duration) -> bool {
         _ = tokio::time::sleep(wait) => true,
         _ = sink.stopped() => false,
     }
-}
-
-fn rejected(reason: &str, st: &Attempts) -> Final {
-    Final::Rejected { reason: reason.to_string(), per_record: false, attempts: st.count }
-}
-
-fn count_retry(sink: &Sink, reason: &str) {
-    sink.metrics.retries.with_label_values(&[sink.name(), reason]).inc();
 }
 
 /// A request could be prepared, so the credentials work (again): lower the alert gauge.
@@ -287,96 +200,4 @@ fn auth_verdict(sink: &Sink, e: PrepareError) -> Verdict {
         tracing::error!(sink = sink.name(), error = %e, "vendor rejects the configured credentials: fix them; records wait in Kafka");
     }
     Verdict::Retry { reason: RetryReason::Auth, after: None, detail: e.to_string() }
-}
-
-async fn send(sink: &Sink, endpoint: &Endpoint, request: HttpRequest, records: usize, bytes: usize) -> Verdict {
-    let labels = [sink.name(), endpoint.name];
-    sink.metrics.batch_records.with_label_values(&labels).observe(records as f64);
-    sink.metrics.batch_bytes.with_label_values(&labels).observe(bytes as f64);
-    let start = Instant::now();
-    let result = execute(&sink.http, request, sink.config.request_timeout()).await;
-    sink.metrics.request_seconds.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
-    let verdict = match result {
-        Ok(response) => sink.adapter.classify(endpoint, &response),
-        Err(e) => {
-            let reason = if e.is_timeout() { RetryReason::Timeout } else { RetryReason::Transport };
-            Verdict::Retry { reason, after: None, detail: transport_detail(&e) }
-        }
-    };
-    sink.metrics.requests.with_label_values(&[sink.name(), endpoint.name, verdict_class(&verdict)]).inc();
-    verdict
-}
-
-/// A transport error without its URL (a URL may carry a query-string secret): the kind
-/// and the chain of underlying causes.
-fn transport_detail(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "transport"
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-    }
-    let mut text = format!("{kind}: {}", causes.join(": "));
-    text.truncate(200);
-    text
-}
-
-/// Outcome class of a verdict (a bounded label).
-fn verdict_class(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Delivered | Verdict::Answered(_) => "ok",
-        Verdict::Duplicate => "duplicate",
-        Verdict::Retry { reason, .. } => reason.as_str(),
-        Verdict::Busy { .. } => "busy",
-        Verdict::RefreshAuth => "auth_refused",
-        Verdict::Reject { .. } => "rejected",
-    }
-}
-
-/// Sends one prepared request.
-pub async fn execute(
-    http: &reqwest::Client,
-    req: HttpRequest,
-    timeout: Duration,
-) -> Result<HttpResponse, reqwest::Error> {
-    let response =
-        http.request(req.method, &req.url).headers(req.headers).body(req.body).timeout(timeout).send().await?;
-    let status = response.status().as_u16();
-    let retry_after =
-        response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-    let body = response.bytes().await?;
-    Ok(HttpResponse { status, retry_after, body })
-}
-
-/// `Retry-After` as seconds or as an HTTP date.
-pub fn parse_retry_after(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(3600)));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).clamp(0, 3600);
-    Some(Duration::from_secs(secs as u64))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 99999 "), Some(Duration::from_secs(3600)), "capped at an hour");
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let parsed = parse_retry_after(&later).unwrap();
-        assert!(parsed <= Duration::from_secs(30) && parsed >= Duration::from_secs(28), "{parsed:?}");
-        assert_eq!(parse_retry_after("soon"), None);
-    }
 }

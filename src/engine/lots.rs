@@ -29,13 +29,13 @@ const MAX_LOT_EVENT_BYTES: usize = 64 * 1024;
 
 /// The latest `lot.upserted` of every lot, with the partition it came from.
 #[derive(Default)]
-pub struct LotBook {
+pub(crate) struct LotBook {
     lots: Mutex<HashMap<String, (Event, TopicPartition)>>,
 }
 
 impl LotBook {
     /// Keeps the newest state: an upsert replaces, a delete removes.
-    pub fn observe(&self, event: &Event, tp: &TopicPartition) {
+    pub(crate) fn observe(&self, event: &Event, tp: &TopicPartition) {
         let mut lots = self.lots.lock().unwrap_or_else(|p| p.into_inner());
         match &event.data {
             EventData::LotUpserted(_) => {
@@ -49,7 +49,7 @@ impl LotBook {
     }
 
     /// Every known lot.
-    pub fn snapshot(&self) -> Vec<(Event, TopicPartition)> {
+    pub(crate) fn snapshot(&self) -> Vec<(Event, TopicPartition)> {
         self.lots.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 }
@@ -78,7 +78,7 @@ pub fn next_push(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
 
 /// Reads the lot topics from the beginning up to their current end (blocking: run it on
 /// the blocking pool) and fills `book`. Returns how many lot events were read.
-pub fn rebuild(kafka: &KafkaConfig, topics: &[String], book: &LotBook) -> Result<usize, KafkaError> {
+pub(crate) fn rebuild(kafka: &KafkaConfig, topics: &[String], book: &LotBook) -> Result<usize, KafkaError> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("{}.lot-book", kafka.group_prefix))
@@ -125,7 +125,12 @@ pub fn rebuild(kafka: &KafkaConfig, topics: &[String], book: &LotBook) -> Result
 }
 
 /// Pushes the full list of owned lots every day at `at` (UTC+8).
-pub async fn run_daily_push(sink: Arc<Sink>, book: Arc<LotBook>, at: NaiveTime, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run_daily_push(
+    sink: Arc<Sink>,
+    book: Arc<LotBook>,
+    at: NaiveTime,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let now = Utc::now();
         let wait = (next_push(now, at) - now).to_std().unwrap_or_default();

@@ -74,6 +74,7 @@ impl Tracker {
     }
 
     /// Whether every read record is finished.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
@@ -155,6 +156,7 @@ impl Partitions {
     }
 
     /// Registers a record; `None` if its partition is not assigned (a late message).
+    #[cfg(test)]
     pub fn register(&self, tp: &TopicPartition, offset: i64) -> Option<Ticket> {
         self.register_all([(tp, offset)]).pop().flatten()
     }
@@ -176,6 +178,7 @@ impl Partitions {
     }
 
     /// Marks a record finished; returns the watermark to store when it moved.
+    #[cfg(test)]
     pub fn complete(&self, ticket: &Ticket) -> Option<i64> {
         self.complete_all([ticket]).pop().map(|(_, next)| next)
     }
@@ -200,6 +203,7 @@ impl Partitions {
     }
 
     /// Whether the ticket's partition is still assigned in the same generation.
+    #[cfg(test)]
     pub fn is_current(&self, ticket: &Ticket) -> bool {
         self.lock().assigned.get(&ticket.tp).is_some_and(|s| s.generation == ticket.generation)
     }

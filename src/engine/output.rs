@@ -5,10 +5,12 @@
 
 use crate::config::KafkaConfig;
 use bytes::Bytes;
+use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use std::future::Future;
 use std::time::Duration;
 
 /// Where a record failed.
@@ -159,5 +161,35 @@ impl Output {
     pub fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer;
         let _ = self.producer.flush(timeout);
+    }
+}
+
+/// Retries a write to Kafka until the cluster acknowledges it, backing off up to 30 s: the
+/// offset of the record it is for waits meanwhile, so nothing is lost and nothing is
+/// skipped. `ok` and `failed` count the attempts.
+pub(crate) async fn until_acked<F, Fut>(
+    what: &'static str,
+    sink: &str,
+    ok: &IntCounter,
+    failed: &IntCounter,
+    mut write: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), KafkaError>>,
+{
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match write().await {
+            Ok(()) => {
+                ok.inc();
+                return;
+            }
+            Err(e) => {
+                failed.inc();
+                tracing::error!(sink, write = what, error = %e, "write to Kafka failed; retrying, offsets held");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
     }
 }

@@ -1,0 +1,113 @@
+//! One sink's Kafka consumer: its own consumer group, its settings, and the callbacks of
+//! the group protocol: drain and commit on revoke, track assignments and commits.
+
+use super::acks::OffsetStore;
+use super::offsets::{Partitions, TopicPartition};
+use super::sink::Sink;
+use crate::config::KafkaConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Consumer callbacks: drain and commit on revoke, track assignments.
+pub(crate) struct Context {
+    partitions: Arc<Partitions>,
+    drain: Duration,
+    sink: String,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let tps = topic_partitions(tpl);
+            let deadline = std::time::Instant::now() + self.drain;
+            // Lanes keep delivering on other threads; wait for them, bounded.
+            while self.partitions.unfinished(&tps) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let left = self.partitions.unfinished(&tps);
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(sink = %self.sink, error = %e, "nothing committed on revoke");
+            }
+            self.partitions.revoke(&tps);
+            tracing::info!(sink = %self.sink, partitions = tps.len(), unfinished = left, "partitions revoked");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if result.is_err() {
+            return;
+        }
+        for e in offsets.elements() {
+            // A partition's own error (e.g. revoked meanwhile) means it was not committed.
+            if let (Offset::Offset(next), Ok(())) = (e.offset(), e.error()) {
+                self.partitions.committed(&(Arc::from(e.topic()), e.partition()), next);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = topic_partitions(tpl);
+            tracing::info!(sink = %self.sink, partitions = tps.len(), "partitions assigned");
+            self.partitions.assign(tps);
+        }
+    }
+}
+
+fn topic_partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect()
+}
+
+/// The consumer type of a sink.
+pub(crate) type SinkConsumer = StreamConsumer<Context>;
+
+/// Creates the sink's consumer in group `<prefix>.<sink>` and subscribes it.
+pub(crate) fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsumer>, KafkaError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("{}.{}", kafka.group_prefix, sink.name()))
+        .set("client.id", format!("lotbridge.{}", sink.name()))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", kafka.commit_interval_ms.to_string())
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", prefetch_kbytes(sink.config.memory_budget_bytes).to_string())
+        .set("fetch.message.max.bytes", (kafka.max_record_bytes + 1024 * 1024).to_string())
+        .set("session.timeout.ms", "45000")
+        .set("max.poll.interval.ms", "300000");
+    for (k, v) in &kafka.properties {
+        cfg.set(k, v);
+    }
+    let ctx = Context {
+        partitions: sink.partitions.clone(),
+        drain: Duration::from_millis(kafka.drain_timeout_ms),
+        sink: sink.name().to_string(),
+    };
+    let consumer: SinkConsumer = cfg.create_with_context(ctx)?;
+    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(Arc::new(consumer))
+}
+
+/// librdkafka's fetch-ahead queue: a quarter of the sink's memory budget, at least 64 MiB.
+/// A small queue starves the consumer when records carry photos (measured: 7x fewer photo
+/// events per second with 16 MiB, see BENCHMARKS.md).
+fn prefetch_kbytes(memory_budget_bytes: usize) -> usize {
+    (memory_budget_bytes / 4 / 1024).clamp(64 * 1024, 2_097_151)
+}
+
+impl OffsetStore for SinkConsumer {
+    fn store(&self, tp: &TopicPartition, next: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next)).is_ok() {
+            if let Err(e) = self.store_offsets(&tpl) {
+                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "offset not stored (partition revoked?)");
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The gate every request of a sink passes: a sink-wide pause (HTTP 429 or a vendor's
+//! "busy" code), the sink's rate limit and its optional per-lot limit, and the concurrency
+//! limit. Lanes wait here; nothing else reads or writes this state.
+
+use crate::config::RateLimitConfig;
+use crate::metrics::Metrics;
+use governor::clock::DefaultClock;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use prometheus::{Histogram, IntCounter, IntGauge};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+/// How often per-lot limiter state is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+type LotLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// Pause, rate limits and concurrency of one sink.
+pub(crate) struct Gate {
+    limiter: DirectLimiter,
+    lot_limiter: Option<LotLimiter>,
+    permits: Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+    pruned_at: Mutex<Instant>,
+    paused_gauge: IntGauge,
+    wait_seconds: Histogram,
+    waits: IntCounter,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Gate {
+    /// A gate with the sink's limits; its series are labelled `sink`.
+    pub(crate) fn new(rl: &RateLimitConfig, concurrency: usize, metrics: &Metrics, sink: &str) -> Gate {
+        let quota = Quota::per_second(nz(rl.requests_per_second)).allow_burst(nz(rl.burst));
+        Gate {
+            limiter: RateLimiter::direct(quota),
+            lot_limiter: rl.per_lot_per_second.map(|n| RateLimiter::keyed(Quota::per_second(nz(n)))),
+            permits: Semaphore::new(concurrency),
+            paused_until: Mutex::new(None),
+            pruned_at: Mutex::new(Instant::now()),
+            paused_gauge: metrics.sink_paused.with_label_values(&[sink]),
+            wait_seconds: metrics.rate_limit_wait_seconds.with_label_values(&[sink]),
+            waits: metrics.rate_limit_waits.with_label_values(&[sink]),
+        }
+    }
+
+    /// Pauses every lane of the sink for `period` (a longer pause already set stays).
+    pub(crate) fn pause_for(&self, period: Duration) {
+        let until = Instant::now() + period;
+        let mut guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none_or(|u| u < until) {
+            *guard = Some(until);
+        }
+        self.paused_gauge.set(1);
+    }
+
+    /// Waits while the sink is paused.
+    pub(crate) async fn wait_unpaused(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(u) if u > Instant::now() => tokio::time::sleep_until(u).await,
+                Some(_) => {
+                    *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.paused_gauge.set(0);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Waits for the rate limiters; records the time spent.
+    pub(crate) async fn wait_rate(&self, lot: &str) {
+        let start = Instant::now();
+        self.limiter.until_ready().await;
+        if let Some(per_lot) = &self.lot_limiter {
+            per_lot.until_key_ready(&lot.to_string()).await;
+        }
+        let waited = start.elapsed().as_secs_f64();
+        self.wait_seconds.observe(waited);
+        if waited >= 0.001 {
+            self.waits.inc();
+        }
+    }
+
+    /// A request slot; `None` once the sink is closing.
+    pub(crate) async fn permit(&self) -> Option<SemaphorePermit<'_>> {
+        self.permits.acquire().await.ok()
+    }
+
+    /// Forgets per-lot limiter state that no longer limits anything (lots gone quiet), so
+    /// the keyed limiter does not grow with every lot ever seen. Called from housekeeping;
+    /// does the work at most every [`PRUNE_EVERY`].
+    pub(crate) fn prune(&self) {
+        let mut at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
+        if at.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        *at = Instant::now();
+        self.prune_now();
+    }
+
+    fn prune_now(&self) {
+        if let Some(per_lot) = &self.lot_limiter {
+            per_lot.retain_recent();
+            per_lot.shrink_to_fit();
+        }
+    }
+
+    /// Lots the per-lot limiter tracks (for tests of pruning).
+    #[cfg(test)]
+    pub(crate) fn tracked_lots(&self) -> usize {
+        self.lot_limiter.as_ref().map_or(0, |l| l.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(per_lot: Option<u32>) -> Gate {
+        let rl = RateLimitConfig { requests_per_second: 1000, burst: 1000, per_lot_per_second: per_lot };
+        Gate::new(&rl, 2, &Metrics::new().unwrap(), "s")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_caller_until_it_ends_and_a_shorter_one_does_not_cut_it() {
+        let g = gate(None);
+        let start = Instant::now();
+        g.pause_for(Duration::from_secs(5));
+        g.pause_for(Duration::from_secs(1));
+        g.wait_unpaused().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(g.paused_gauge.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn per_lot_limiter_state_is_pruned_once_lots_go_quiet() {
+        let g = gate(Some(50));
+        for lot in 0..200 {
+            g.wait_rate(&format!("lot-{lot}")).await;
+        }
+        assert_eq!(g.tracked_lots(), 200);
+        // A lot's state is back to full after one period (20 ms at 50/s): wait for that.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while g.tracked_lots() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            g.prune_now();
+        }
+        assert_eq!(g.tracked_lots(), 0, "lots whose limiter state is back to full are forgotten");
+    }
+}

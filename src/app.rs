@@ -36,11 +36,24 @@ const AUTH_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// The longest one credential check may take before it counts as failed.
 const AUTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Health as `/readyz` reports it.
-#[derive(Default)]
+/// Health as `/healthz` and `/readyz` report it.
 pub struct Health {
     /// False while draining.
     pub serving: AtomicBool,
+    /// The sinks whose failure (a task that died) fails `/healthz`.
+    sinks: Vec<Arc<Sink>>,
+}
+
+impl Health {
+    /// Serving, watching `sinks`.
+    pub fn new(sinks: Vec<Arc<Sink>>) -> Health {
+        Health { serving: AtomicBool::new(true), sinks }
+    }
+
+    /// The first failed sink and why, if any: the process is broken and must restart.
+    pub fn failure(&self) -> Option<String> {
+        self.sinks.iter().find_map(|s| s.failure().map(|why| format!("sink {}: {why}", s.name())))
+    }
 }
 
 #[derive(Clone)]
@@ -64,8 +77,11 @@ pub fn health_router(metrics: Metrics, health: Arc<Health>, ready: Arc<dyn Fn() 
         s.ready(); // keeps the `ready` gauge current for every scrape
         ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
     }
-    async fn healthz() -> &'static str {
-        "ok\n"
+    async fn healthz(State(s): State<ServerState>) -> (StatusCode, String) {
+        match s.health.failure() {
+            None => (StatusCode::OK, "ok\n".to_string()),
+            Some(why) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed: {why}\n")),
+        }
     }
     async fn readyz(State(s): State<ServerState>) -> (StatusCode, &'static str) {
         if s.ready() {
@@ -229,7 +245,7 @@ impl HealthServer {
     /// Serves `/metrics`, `/healthz` and `/readyz` for `sinks` on `addr`.
     pub async fn start(addr: &str, metrics: Metrics, sinks: Vec<Arc<Sink>>) -> anyhow::Result<HealthServer> {
         sinks.iter().for_each(|s| metrics.init_sink(s.name()));
-        let health = Arc::new(Health { serving: AtomicBool::new(true) });
+        let health = Arc::new(Health::new(sinks.clone()));
         let readiness = Readiness::new(sinks, metrics.clone());
         let probe = readiness.clone();
         let router = health_router(metrics, health.clone(), Arc::new(move || probe.is_ready()));

@@ -26,7 +26,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use setup::{Broker, DLQ, PARTITIONS, RESULTS, SINKS, TOPIC};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use summary::Report;
@@ -135,8 +135,8 @@ async fn serve_metrics(
     ui: &Progress,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = &opts.metrics_addr else { return Ok(None) };
-    let health = Arc::new(Health { serving: AtomicBool::new(true) });
     let sinks = engine.sinks().to_vec();
+    let health = Arc::new(Health::new(sinks.clone()));
     let ready = Arc::new(move || sinks.iter().all(|s| !s.partitions.assigned().is_empty()));
     let handle = serve_health(addr, health_router(metrics.clone(), health, ready)).await?;
     ui.note(&format!("metrics on http://{addr}/metrics"));

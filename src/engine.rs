@@ -38,6 +38,7 @@ pub mod output;
 mod retry;
 mod route;
 pub mod sink;
+mod task;
 
 pub use http::execute;
 pub use sink::Sink;
@@ -51,6 +52,7 @@ use rdkafka::error::KafkaError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use task::spawn_guarded;
 use tokio::sync::watch;
 
 /// Why the engine cannot start.
@@ -59,6 +61,15 @@ pub enum EngineError {
     /// A Kafka client could not be created or subscribed.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// A task of a sink died (a panic outside any one record's handling): the engine
+    /// drained and stopped; the process should exit non-zero and be restarted.
+    #[error("sink {sink} failed: {why}")]
+    SinkFailed {
+        /// The sink.
+        sink: String,
+        /// What died, and why.
+        why: String,
+    },
 }
 
 /// A configured engine, ready to run.
@@ -96,24 +107,31 @@ impl Engine {
             let consumer = consumer::consumer(&self.kafka, sink)?;
             let store: Arc<dyn OffsetStore> = consumer.clone();
             sink.set_offset_store(Some(store));
-            tasks.push(tokio::spawn(intake::run_intake(
-                sink.clone(),
-                consumer.clone(),
-                self.kafka.clone(),
-                stop_rx.clone(),
-            )));
+            let intake = intake::run_intake(sink.clone(), consumer.clone(), self.kafka.clone(), stop_rx.clone());
+            tasks.push(spawn_guarded(sink, "reading", intake));
             if let Some(book) = &sink.lot_book {
-                tokio::spawn(run_lot_list(self.kafka.clone(), sink.clone(), book.clone(), stop_rx.clone()));
+                let list = run_lot_list(self.kafka.clone(), sink.clone(), book.clone(), stop_rx.clone());
+                spawn_guarded(sink, "pushing the lot list", list);
             }
             let configured = sink.config.heartbeat_secs.map(|s| Duration::from_secs(s.max(1)));
             if let Some(period) = sink.adapter.heartbeat_every().map(|own| configured.unwrap_or(own)) {
-                tokio::spawn(intake::run_heartbeats(sink.clone(), period, stop_rx.clone()));
+                spawn_guarded(
+                    sink,
+                    "scheduling heartbeats",
+                    intake::run_heartbeats(sink.clone(), period, stop_rx.clone()),
+                );
             }
             consumers.push(consumer);
         }
         tracing::info!(sinks = self.sinks.len(), topics = ?self.kafka.topics, "lotbridge running");
-        shutdown.await;
-        tracing::info!("shutting down: no more fetching, draining");
+        let failure = tokio::select! {
+            _ = shutdown => None,
+            failed = first_failure(&self.sinks) => Some(failed),
+        };
+        match &failure {
+            None => tracing::info!("shutting down: no more fetching, draining"),
+            Some(e) => tracing::error!(error = %e, "stopping after a failure: no more fetching, draining"),
+        }
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;
@@ -134,7 +152,7 @@ impl Engine {
         let _ = tokio::task::spawn_blocking(move || drop(consumers)).await;
         self.output.flush(Duration::from_secs(5));
         tracing::info!("stopped");
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     async fn wait_lanes_gone(&self, timeout: Duration) {
@@ -159,6 +177,16 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Completes when a sink fails (never, without sinks).
+async fn first_failure(sinks: &[Arc<Sink>]) -> EngineError {
+    if sinks.is_empty() {
+        return std::future::pending().await;
+    }
+    let failed = sinks.iter().map(|s| Box::pin(async move { (s.name().to_string(), s.failed().await) }));
+    let ((sink, why), _, _) = futures::future::select_all(failed).await;
+    EngineError::SinkFailed { sink, why }
 }
 
 /// Rebuilds a sink's lot book from the lot topics, then pushes the full list daily.

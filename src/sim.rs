@@ -140,6 +140,13 @@ impl Control {
         lock(&self.faults).failures.extend(std::iter::repeat_n(failure, n));
     }
 
+    /// Drops every queued failure and throttle (the fault is fixed).
+    pub fn clear_faults(&self) {
+        let mut faults = lock(&self.faults);
+        faults.failures.clear();
+        faults.throttles.clear();
+    }
+
     /// Answers the next `n` calls with 429 and `Retry-After: secs`.
     pub fn throttle_next(&self, n: usize, retry_after_secs: u64) {
         lock(&self.faults).throttles.extend(std::iter::repeat_n(retry_after_secs, n));

@@ -5,6 +5,7 @@ use super::intake::READ_BATCH;
 use super::offsets::TopicPartition;
 use super::output::Stage;
 use super::sink::Sink;
+use super::task::guard;
 use crate::event::{decode_with, DecodeLimits, Event};
 use crate::vendors::Mapping;
 use bytes::Bytes;
@@ -75,24 +76,32 @@ fn replay_target(msg: &BorrowedMessage<'_>) -> Option<String> {
     header.value.map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// Decodes and maps one record. A panic in either step (a bug, or third-party code such as
+/// JPEG decoding meeting bytes it cannot handle) is caught and becomes this record's
+/// failure, dead-lettered with an `internal error` reason like any invalid record.
 fn prepare(sink: &Sink, rec: RawRecord, limits: DecodeLimits) -> Prepared {
-    let result = match decode_with(&rec.raw, &limits) {
-        Err(e) => Err((Stage::Decode, e.to_string())),
-        Ok(event) => match sink.adapter.map(&event) {
-            Err(e) => Err((Stage::Map, e.to_string())),
-            Ok(mapping) => Ok(Routed { lot: event.lot.clone(), mapping, event }),
+    let decoded = guard("decoding", || decode_with(&rec.raw, &limits));
+    let result = match decoded {
+        Err(panic) => Err((Stage::Decode, panic)),
+        Ok(Err(e)) => Err((Stage::Decode, e.to_string())),
+        Ok(Ok(event)) => match guard("mapping", || sink.adapter.map(&event)) {
+            Err(panic) => Err((Stage::Map, panic)),
+            Ok(Err(e)) => Err((Stage::Map, e.to_string())),
+            Ok(Ok(mapping)) => Ok(Routed { lot: event.lot.clone(), mapping, event }),
         },
     };
     Prepared { origin_tp: rec.tp, offset: rec.offset, key: rec.key, raw: rec.raw, replay_for: rec.replay_for, result }
 }
 
-/// Decodes and maps a batch; large ones (photos, backlogs) on the blocking pool.
+/// Decodes and maps a batch; large ones (photos, backlogs) on the blocking pool. `Err`
+/// only if the blocking task itself was lost (the runtime shutting down): the batch was
+/// never registered, so reading must stop rather than go on past it.
 pub(crate) async fn decode_ahead(
     sink: Arc<Sink>,
     records: Vec<RawRecord>,
     limits: DecodeLimits,
     backlog: bool,
-) -> Option<Batch> {
+) -> Result<Batch, String> {
     let bytes: usize = records.iter().map(|r| r.raw.len()).sum();
     let heavy = bytes > OFFLOAD_BATCH_BYTES || records.len() > READ_BATCH / 4;
     let prepare_all = move || {
@@ -100,8 +109,8 @@ pub(crate) async fn decode_ahead(
         Batch { records, backlog }
     };
     if heavy {
-        tokio::task::spawn_blocking(prepare_all).await.ok()
+        tokio::task::spawn_blocking(prepare_all).await.map_err(|e| e.to_string())
     } else {
-        Some(prepare_all())
+        Ok(prepare_all())
     }
 }

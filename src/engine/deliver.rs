@@ -9,10 +9,13 @@ use super::lanes::Lane;
 use super::output::{until_acked, Stage};
 use super::retry::{retry_label, Attempts, Final, Step};
 use super::sink::Sink;
+use super::task::panic_text;
 use crate::engine::acks::Outcome;
 use crate::event::{encode_listed, CouponsListed, EventType, ListedCoupon};
 use crate::vendors::{Endpoint, PrepareError, RetryReason, Verdict};
 use bytes::Bytes;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -67,7 +70,15 @@ pub(crate) async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
 /// records are dead-lettered.
 async fn deliver(sink: &Arc<Sink>, lot: &str, lane: &Lane, items: Vec<Item>) {
     let endpoint = items[0].mapped.endpoint;
-    match attempt_loop(sink, lot, &endpoint, &items).await {
+    // A panic in adapter code (assembling, signing, classifying) is this batch's failure:
+    // bisected like a parameter error, so only the record that causes it is dead-lettered.
+    let attempts = AssertUnwindSafe(attempt_loop(sink, lot, &endpoint, &items)).catch_unwind().await;
+    let done = attempts.unwrap_or_else(|p| Final::Rejected {
+        reason: format!("internal error: panic while sending: {}", panic_text(&*p)),
+        per_record: true,
+        attempts: 1,
+    });
+    match done {
         Final::Delivered => settle_delivered(sink, lane, &endpoint, items, Outcome::Delivered),
         Final::Duplicate => settle_delivered(sink, lane, &endpoint, items, Outcome::Duplicate),
         Final::Answered(coupons) => {

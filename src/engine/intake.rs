@@ -59,11 +59,15 @@ pub(crate) async fn run_intake(
             }
             _ = sink.budget.relieved() => sink.budget.relieve(&*consumer, &sink.partitions),
             Some(batch) = ahead.next(), if !ahead.is_empty() => match batch {
-                Some(batch) => {
+                Ok::<_, String>(batch) => {
                     route_all(&sink, batch);
                     sink.budget.check();
                 }
-                None => tracing::error!(sink = sink.name(), "decoder task failed"),
+                Err(e) => {
+                    // Its records were never registered: reading on would commit past them.
+                    sink.fail("decoding a batch", &e);
+                    break;
+                }
             },
             Some(first) = stream.next(), if reading && ahead.len() < DECODE_AHEAD => {
                 let mut records = Vec::new();

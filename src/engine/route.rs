@@ -8,6 +8,7 @@ use super::lane::{Item, Origin, ReplyTo};
 use super::offsets::TopicPartition;
 use super::output::Stage;
 use super::sink::Sink;
+use super::task::spawn_guarded;
 use crate::event::{Event, EventData};
 use crate::photo::PhotoOutcome;
 use crate::vendors::Mapping;
@@ -86,8 +87,9 @@ fn dead_letter_invalid(sink: &Arc<Sink>, origin: Arc<Origin>, stage: Stage, erro
     sink.metrics.invalid.with_label_values(&[sink.name(), stage.as_str()]).inc();
     let size = origin.raw.len();
     sink.budget.hold(size, 1);
-    let sink = sink.clone();
-    tokio::spawn(async move {
+    let task_sink = sink.clone();
+    spawn_guarded(sink, "dead-lettering an invalid record", async move {
+        let sink = task_sink;
         sink.dead_letter(&origin, stage, &error, 0).await;
         sink.budget.release(size, 1);
         sink.acks.count_label("invalid", "dead_lettered", 1);
@@ -108,7 +110,7 @@ pub(crate) fn submit_all(sink: &Arc<Sink>, lot: &str, items: Vec<Item>) {
         sink.finish(&item, Outcome::Settled(how));
     }
     if let Some(lane) = new_lane {
-        tokio::spawn(run_lane(sink.clone(), lot.to_string(), lane));
+        spawn_guarded(sink, "running a lane", run_lane(sink.clone(), lot.to_string(), lane));
     }
 }
 

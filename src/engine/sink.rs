@@ -59,6 +59,8 @@ pub struct Sink {
     /// Latest lot information, for vendors that want the full list daily.
     pub(crate) lot_book: Option<Arc<super::lots::LotBook>>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Set once a task of the sink died: the engine stops, `/healthz` fails.
+    failed: tokio::sync::watch::Sender<Option<String>>,
     token_seen: Mutex<[u64; 3]>,
 }
 
@@ -90,6 +92,7 @@ impl Sink {
             live: Mutex::new(HashMap::new()),
             lot_book,
             stop: tokio::sync::watch::channel(false).0,
+            failed: tokio::sync::watch::channel(None).0,
             token_seen: Mutex::new([0; 3]),
         }
     }
@@ -196,6 +199,36 @@ impl Sink {
     pub(crate) async fn stopped(&self) {
         let mut rx = self.stop.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Marks the sink failed: a task of it died (`what` it was doing, and why). The first
+    /// failure is kept and logged at ERROR; the engine stops and the process exits non-zero.
+    pub(crate) fn fail(&self, what: &str, why: &str) {
+        let first = self.failed.send_if_modified(|f| {
+            let first = f.is_none();
+            if first {
+                *f = Some(format!("{what}: {why}"));
+            }
+            first
+        });
+        if first {
+            tracing::error!(sink = self.name(), task = what, error = why, "a task of the sink died; stopping");
+        }
+    }
+
+    /// Why the sink failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Completes once the sink failed; returns why.
+    pub(crate) async fn failed(&self) -> String {
+        let mut rx = self.failed.subscribe();
+        let failed = rx.wait_for(Option::is_some).await.map(|f| f.clone().unwrap_or_default());
+        match failed {
+            Ok(why) => why,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Active lanes.

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// 1 once a sink's consumer has joined its group.
     pub group_joined: IntGaugeVec,
+    /// 1 while a sink is held for a fault of its own (route, TLS, signature...), by reason.
+    pub sink_held: IntGaugeVec,
     /// 1 while `/readyz` answers ready.
     pub ready: IntGauge,
     /// Unix time the process started.
@@ -247,6 +249,12 @@ impl Metrics {
                 &["sink", "topic", "partition"],
             )?,
             group_joined: gauge(&r, "consumer_group_joined", "1 once the consumer joined its group.", &["sink"])?,
+            sink_held: gauge(
+                &r,
+                "sink_held",
+                "1 while the sink holds for a fault of its own (no dead letters; records wait in Kafka), by reason.",
+                &["sink", "reason"],
+            )?,
             ready: plain_gauge(&r, "ready", "1 while /readyz answers ready.")?,
             up: plain_gauge(&r, "start_time_seconds", "Unix time the process started.")?,
             registry: r,
@@ -273,6 +281,9 @@ impl Metrics {
         self.rate_limit_waits.with_label_values(&[sink]);
         self.heartbeats.with_label_values(&[sink]);
         self.photo_bytes_saved.with_label_values(&[sink]);
+        for reason in crate::vendors::HoldReason::ALL {
+            self.sink_held.with_label_values(&[sink, reason.as_str()]).set(0);
+        }
     }
 
     /// The registry in the Prometheus text format.

@@ -177,6 +177,54 @@ impl RetryReason {
     }
 }
 
+/// Why a sink holds (bounded: a metric label). A hold is a fault of the sink, not of the
+/// record: a wrong route, a proxy or firewall, a certificate, a refused signature or
+/// credentials. The sink stops taking batches, probes with backoff, keeps its offsets and
+/// never dead-letters for it; it resumes by itself once the fault clears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldReason {
+    /// HTTP 404 or 405: the URL or method is not served (a wrong `base_url`, a gateway route).
+    Route,
+    /// HTTP 403: refused by the vendor, a gateway or a firewall for every record.
+    Forbidden,
+    /// HTTP 407: a proxy wants credentials.
+    Proxy,
+    /// The TLS handshake failed (certificate, CA, protocol).
+    Tls,
+    /// The vendor's host name does not resolve.
+    Dns,
+    /// Signatures are refused even freshly stamped (a rotated token, a skewed clock).
+    Signature,
+    /// The vendor refuses the configured credentials.
+    Credentials,
+}
+
+impl HoldReason {
+    /// Every reason, for pre-created metric series.
+    pub const ALL: [HoldReason; 7] = [
+        HoldReason::Route,
+        HoldReason::Forbidden,
+        HoldReason::Proxy,
+        HoldReason::Tls,
+        HoldReason::Dns,
+        HoldReason::Signature,
+        HoldReason::Credentials,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Route => "route",
+            HoldReason::Forbidden => "forbidden",
+            HoldReason::Proxy => "proxy",
+            HoldReason::Tls => "tls",
+            HoldReason::Dns => "dns",
+            HoldReason::Signature => "signature",
+            HoldReason::Credentials => "credentials",
+        }
+    }
+}
+
 /// The typed decision on one response.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -202,6 +250,13 @@ pub enum Verdict {
     },
     /// The token was refused: refresh it once, then retry.
     RefreshAuth,
+    /// The sink, not the record, is at fault: hold the sink and probe until it clears.
+    Hold {
+        /// Why.
+        reason: HoldReason,
+        /// Status or error, for logs (bounded text).
+        detail: String,
+    },
     /// Permanent failure of this request: dead-letter (a batch is bisected first when
     /// `per_record` says a single bad record may be the cause).
     Reject {
@@ -295,7 +350,8 @@ pub fn json_array(records: &[&[u8]]) -> Bytes {
 /// The verdict HTTP alone implies, before the body is read: `None` for 2xx (read the body).
 ///
 /// 429 → pause the sink; 401 → refresh the token; 408 and 5xx except 501 → retry;
-/// any other status → permanent.
+/// 403, 404, 405 and 407 → hold the sink (they refuse every record alike: a route, a
+/// firewall, a proxy); any other status → permanent for the request.
 pub fn classify_status(response: &HttpResponse) -> Option<Verdict> {
     let status = response.status;
     match status {
@@ -307,6 +363,14 @@ pub fn classify_status(response: &HttpResponse) -> Option<Verdict> {
             after: response.retry_after,
             detail: format!("HTTP {status}"),
         }),
+        403 | 404 | 405 | 407 => {
+            let reason = match status {
+                403 => HoldReason::Forbidden,
+                407 => HoldReason::Proxy,
+                _ => HoldReason::Route,
+            };
+            Some(Verdict::Hold { reason, detail: format!("HTTP {status}: {}", body_excerpt(&response.body)) })
+        }
         _ => Some(Verdict::Reject {
             reason: format!("HTTP {status}: {}", body_excerpt(&response.body)),
             per_record: false,
@@ -348,7 +412,16 @@ mod tests {
         assert!(matches!(classify_status(&resp(503)), Some(Verdict::Retry { reason: RetryReason::ServerError, .. })));
         assert!(matches!(classify_status(&resp(408)), Some(Verdict::Retry { .. })));
         assert!(matches!(classify_status(&resp(501)), Some(Verdict::Reject { .. })));
-        assert!(matches!(classify_status(&resp(404)), Some(Verdict::Reject { .. })));
+        assert!(matches!(classify_status(&resp(400)), Some(Verdict::Reject { .. })));
+        assert!(matches!(classify_status(&resp(413)), Some(Verdict::Reject { .. })));
+        let hold = |s| match classify_status(&resp(s)) {
+            Some(Verdict::Hold { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        assert_eq!(hold(404), Some(HoldReason::Route));
+        assert_eq!(hold(405), Some(HoldReason::Route));
+        assert_eq!(hold(403), Some(HoldReason::Forbidden));
+        assert_eq!(hold(407), Some(HoldReason::Proxy));
     }
 
     #[test]

@@ -7,12 +7,12 @@ use super::http::send;
 use super::lane::{Item, Next};
 use super::lanes::Lane;
 use super::output::{until_acked, Stage};
-use super::retry::{retry_label, Attempts, Final, Step};
+use super::retry::{clears_hold, retry_label, Attempts, Final, Step};
 use super::sink::Sink;
 use super::task::panic_text;
 use crate::engine::acks::Outcome;
 use crate::event::{encode_listed, CouponsListed, EventType, ListedCoupon};
-use crate::vendors::{Endpoint, PrepareError, RetryReason, Verdict};
+use crate::vendors::{Endpoint, HoldReason, PrepareError, RetryReason, Verdict};
 use bytes::Bytes;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -140,10 +140,15 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
     let data = sink.adapter.assemble(endpoint, &records);
     let mut st = Attempts::new(&sink.config.retry, Instant::now());
     let mut sent_headers = http::HeaderMap::new();
+    // While the sink is held, this lane's probe slot, kept across attempts.
+    let mut probe = None;
     loop {
         st.begin();
         if sink.is_stopping() {
             return Final::Abandoned;
+        }
+        if probe.is_none() {
+            probe = sink.gate.turn().await;
         }
         sink.gate.wait_unpaused().await;
         sink.gate.wait_rate(lot).await;
@@ -165,6 +170,10 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
         if let Some(label) = retry_label(&verdict) {
             sink.metrics.retries.with_label_values(&[sink.name(), label]).inc();
         }
+        if clears_hold(&verdict) {
+            sink.gate.clear_hold();
+            probe = None;
+        }
         match st.decide(verdict, Instant::now()) {
             Step::Finish(done) => return done,
             Step::RefreshAuth { wait } => {
@@ -178,6 +187,15 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
             Step::PauseSink { wait } => sink.gate.pause_for(wait),
             Step::Retry { wait, reason, detail } => {
                 tracing::debug!(sink = sink.name(), lot, reason = reason.as_str(), detail, ?wait, "retrying");
+                if !pause(sink, wait).await {
+                    return Final::Abandoned;
+                }
+            }
+            Step::Hold { wait, reason, detail } => {
+                sink.gate.hold(reason, &detail);
+                if probe.is_none() {
+                    probe = sink.gate.turn().await;
+                }
                 if !pause(sink, wait).await {
                     return Final::Abandoned;
                 }
@@ -202,13 +220,14 @@ fn clear_credentials_rejected(sink: &Sink) {
     }
 }
 
-/// A token that cannot be had becomes a retry: the data waits in Kafka until an operator
-/// fixes the credentials (the token cache keeps the vendor from being hammered).
+/// A token that cannot be had: refused credentials hold the sink until an operator fixes
+/// them (the token cache keeps the vendor from being hammered); an unavailable token
+/// endpoint is retried. Either way the data waits in Kafka.
 fn auth_verdict(sink: &Sink, e: PrepareError) -> Verdict {
     let rejected = matches!(e, PrepareError::AuthRejected(_));
     sink.metrics.credentials_rejected.with_label_values(&[sink.name()]).set(i64::from(rejected));
     if rejected {
-        tracing::error!(sink = sink.name(), error = %e, "vendor rejects the configured credentials: fix them; records wait in Kafka");
+        return Verdict::Hold { reason: HoldReason::Credentials, detail: e.to_string() };
     }
     Verdict::Retry { reason: RetryReason::Auth, after: None, detail: e.to_string() }
 }

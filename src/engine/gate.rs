@@ -4,15 +4,16 @@
 
 use crate::config::RateLimitConfig;
 use crate::metrics::Metrics;
+use crate::vendors::HoldReason;
 use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge, IntGaugeVec};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 /// How often per-lot limiter state is pruned.
@@ -21,8 +22,13 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 type LotLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 
-/// Pause, rate limits and concurrency of one sink.
+/// Pause, hold, rate limits and concurrency of one sink.
 pub(crate) struct Gate {
+    sink: String,
+    held: Mutex<Option<HoldReason>>,
+    unheld: Notify,
+    probe: Semaphore,
+    held_gauge: IntGaugeVec,
     limiter: DirectLimiter,
     lot_limiter: Option<LotLimiter>,
     permits: Semaphore,
@@ -42,6 +48,11 @@ impl Gate {
     pub(crate) fn new(rl: &RateLimitConfig, concurrency: usize, metrics: &Metrics, sink: &str) -> Gate {
         let quota = Quota::per_second(nz(rl.requests_per_second)).allow_burst(nz(rl.burst));
         Gate {
+            sink: sink.to_string(),
+            held: Mutex::new(None),
+            unheld: Notify::new(),
+            probe: Semaphore::new(1),
+            held_gauge: metrics.sink_held.clone(),
             limiter: RateLimiter::direct(quota),
             lot_limiter: rl.per_lot_per_second.map(|n| RateLimiter::keyed(Quota::per_second(nz(n)))),
             permits: Semaphore::new(concurrency),
@@ -75,6 +86,55 @@ impl Gate {
                     return;
                 }
                 None => return,
+            }
+        }
+    }
+
+    /// Holds the sink for a fault of its own: from now on one lane at a time probes (see
+    /// [`Gate::turn`]) until an answer proves the sink works again.
+    pub(crate) fn hold(&self, reason: HoldReason, detail: &str) {
+        let before = self.held.lock().unwrap_or_else(|p| p.into_inner()).replace(reason);
+        if before != Some(reason) {
+            for r in HoldReason::ALL {
+                self.held_gauge.with_label_values(&[&self.sink, r.as_str()]).set(i64::from(r == reason));
+            }
+            tracing::error!(
+                sink = %self.sink,
+                reason = reason.as_str(),
+                error = detail,
+                "sink held: every record would fail alike; records wait in Kafka, nothing is dead-lettered; probing until it clears"
+            );
+        }
+    }
+
+    /// Ends a hold (an answer proved the sink works): every lane goes on.
+    pub(crate) fn clear_hold(&self) {
+        let Some(reason) = self.held.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        self.held_gauge.with_label_values(&[&self.sink, reason.as_str()]).set(0);
+        self.unheld.notify_waiters();
+        tracing::info!(sink = %self.sink, reason = reason.as_str(), "sink hold cleared: delivering again");
+    }
+
+    /// Whether the sink is held.
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// While the sink is held, waits for this lane's turn to probe and returns the probe
+    /// slot (keep it across the attempts until the hold ends); `None` when not held.
+    pub(crate) async fn turn(&self) -> Option<SemaphorePermit<'_>> {
+        loop {
+            let unheld = self.unheld.notified();
+            if !self.is_held() {
+                return None;
+            }
+            tokio::select! {
+                permit = self.probe.acquire() => match permit {
+                    Ok(p) if self.is_held() => return Some(p),
+                    Ok(_) => return None,
+                    Err(_) => return None,
+                },
+                _ = unheld => {}
             }
         }
     }
@@ -127,6 +187,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn gate(per_lot: Option<u32>) -> Gate {
         let rl = RateLimitConfig { requests_per_second: 1000, burst: 1000, per_lot_per_second: per_lot };
@@ -142,6 +203,26 @@ mod tests {
         g.wait_unpaused().await;
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(g.paused_gauge.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_sink_lets_one_probe_through_at_a_time_until_the_hold_clears() {
+        let g = Arc::new(gate(None));
+        assert!(g.turn().await.is_none(), "not held: no probe slot needed");
+        g.hold(HoldReason::Route, "HTTP 404");
+        assert_eq!(g.held_gauge.with_label_values(&["s", "route"]).get(), 1);
+        let first = g.turn().await;
+        assert!(first.is_some(), "the first lane probes");
+        let waiting = tokio::spawn({
+            let g = g.clone();
+            async move { g.turn().await.is_none() }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "a second lane waits while the first probes");
+        g.clear_hold();
+        assert!(waiting.await.unwrap(), "the hold cleared: the waiting lane goes on without a probe slot");
+        assert_eq!(g.held_gauge.with_label_values(&["s", "route"]).get(), 0);
+        drop(first);
     }
 
     #[tokio::test]

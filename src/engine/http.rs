@@ -3,7 +3,7 @@
 
 use super::sink::Sink;
 use crate::text::cut;
-use crate::vendors::{Endpoint, HttpRequest, HttpResponse, RetryReason, Verdict};
+use crate::vendors::{Endpoint, HoldReason, HttpRequest, HttpResponse, RetryReason, Verdict};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,13 +23,37 @@ pub(crate) async fn send(
     sink.metrics.request_seconds.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
     let verdict = match result {
         Ok(response) => sink.adapter.classify(endpoint, &response),
-        Err(e) => {
-            let reason = if e.is_timeout() { RetryReason::Timeout } else { RetryReason::Transport };
-            Verdict::Retry { reason, after: None, detail: transport_detail(&e) }
-        }
+        Err(e) => transport_verdict(&e),
     };
     sink.metrics.requests.with_label_values(&[sink.name(), endpoint.name, verdict_class(&verdict)]).inc();
     verdict
+}
+
+/// A transport failure: TLS and DNS failures hold the sink (they fail every record alike
+/// until an operator or the network fixes them); the rest are retried.
+fn transport_verdict(e: &reqwest::Error) -> Verdict {
+    let detail = transport_detail(e);
+    match hold_reason(&detail) {
+        Some(reason) if !e.is_timeout() => Verdict::Hold { reason, detail },
+        _ => {
+            let reason = if e.is_timeout() { RetryReason::Timeout } else { RetryReason::Transport };
+            Verdict::Retry { reason, after: None, detail }
+        }
+    }
+}
+
+/// Whether the text of a transport error names a TLS or DNS failure.
+fn hold_reason(detail: &str) -> Option<HoldReason> {
+    let text = detail.to_ascii_lowercase();
+    let tls = ["certificate", "tls", "handshake", "unknownissuer", "ssl"];
+    let dns = ["dns error", "failed to lookup address", "name or service not known", "no such host"];
+    if tls.iter().any(|w| text.contains(w)) {
+        Some(HoldReason::Tls)
+    } else if dns.iter().any(|w| text.contains(w)) {
+        Some(HoldReason::Dns)
+    } else {
+        None
+    }
 }
 
 /// A transport error without its URL (a URL may carry a query-string secret): the kind
@@ -48,6 +72,12 @@ pub(crate) fn transport_detail(e: &reqwest::Error) -> String {
         causes.push(s.to_string());
         source = s.source();
     }
+    describe(kind, &causes)
+}
+
+/// `kind: cause: cause`, at most 200 characters, cut on a character boundary (causes may
+/// carry any text: a resolver's or a TLS library's message, a vendor's host name).
+fn describe(kind: &str, causes: &[String]) -> String {
     cut(&format!("{kind}: {}", causes.join(": ")), 200).into_owned()
 }
 
@@ -59,6 +89,7 @@ fn verdict_class(v: &Verdict) -> &'static str {
         Verdict::Retry { reason, .. } => reason.as_str(),
         Verdict::Busy { .. } => "busy",
         Verdict::RefreshAuth => "auth_refused",
+        Verdict::Hold { .. } => "held",
         Verdict::Reject { .. } => "rejected",
     }
 }
@@ -92,6 +123,23 @@ pub(crate) fn parse_retry_after(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_details_are_cut_between_characters() {
+        // Byte 200 falls inside a character here: a byte truncation would panic.
+        let causes = vec![format!("{}{}", "x".repeat(189), "无法解析主机名".repeat(10))];
+        let text = describe("connect", &causes);
+        assert!(text.starts_with("connect: xxx") && text.ends_with('…'), "{text}");
+        assert!(text.chars().count() <= 201);
+    }
+
+    #[test]
+    fn tls_and_dns_failures_hold_the_sink() {
+        let tls = "connect: invalid peer certificate: UnknownIssuer";
+        assert_eq!(hold_reason(tls), Some(HoldReason::Tls));
+        assert_eq!(hold_reason("connect: dns error: failed to lookup address information"), Some(HoldReason::Dns));
+        assert_eq!(hold_reason("connect: tcp connect error: Connection refused (os error 111)"), None);
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -4,7 +4,7 @@
 
 use crate::config::RetryConfig;
 use crate::event::ListedCoupon;
-use crate::vendors::{RetryReason, Verdict};
+use crate::vendors::{HoldReason, RetryReason, Verdict};
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub(crate) enum Step {
     PauseSink { wait: Duration },
     /// Try again after `wait`.
     Retry { wait: Duration, reason: RetryReason, detail: String },
+    /// The sink is at fault: hold it (one probe at a time), try again after `wait`. Never
+    /// finishes the batch: a sink fault dead-letters nothing, whatever the give-up policy.
+    Hold { wait: Duration, reason: HoldReason, detail: String },
 }
 
 /// The attempt state of one batch.
@@ -111,6 +114,7 @@ impl Attempts {
                 Step::PauseSink { wait }
             }
             Verdict::Retry { reason, after, detail } => self.retry(reason, after, detail, now),
+            Verdict::Hold { reason, detail } => Step::Hold { wait: self.next_wait(), reason, detail },
         }
     }
 
@@ -118,9 +122,10 @@ impl Attempts {
         if reason == RetryReason::StaleSignature {
             self.stale_signatures += 1;
             if self.stale_signatures > self.stale_signature_retries {
-                return Step::Finish(
-                    self.reject(format!("signature refused {} times: {detail}", self.stale_signatures)),
-                );
+                // Freshly stamped and signed, still refused: the token or the clock is wrong,
+                // for every record of the sink alike.
+                let detail = format!("signature refused {} times: {detail}", self.stale_signatures);
+                return Step::Hold { wait: self.next_wait(), reason: HoldReason::Signature, detail };
             }
         }
         let elapsed = now.saturating_duration_since(self.started);
@@ -139,7 +144,23 @@ pub(crate) fn retry_label(verdict: &Verdict) -> Option<&'static str> {
         Verdict::RefreshAuth => Some("auth_refresh"),
         Verdict::Busy { .. } => Some("busy"),
         Verdict::Retry { reason, .. } => Some(reason.as_str()),
+        Verdict::Hold { reason, .. } => Some(reason.as_str()),
         _ => None,
+    }
+}
+
+/// Whether an answer proves the sink works again (the vendor understood the request), so
+/// a hold ends. Transport failures, timeouts, server errors and refused signatures prove
+/// nothing either way.
+pub(crate) fn clears_hold(verdict: &Verdict) -> bool {
+    match verdict {
+        Verdict::Delivered
+        | Verdict::Duplicate
+        | Verdict::Answered(_)
+        | Verdict::Reject { .. }
+        | Verdict::Busy { .. } => true,
+        Verdict::Retry { reason, .. } => *reason == RetryReason::VendorError,
+        Verdict::RefreshAuth | Verdict::Hold { .. } => false,
     }
 }
 
@@ -247,12 +268,44 @@ mod tests {
         assert!(matches!(steps[1], Step::Retry { .. }));
         assert_eq!(
             steps[2],
-            Step::Finish(Final::Rejected {
-                reason: "signature refused 3 times: d".into(),
-                per_record: false,
-                attempts: 3
-            })
+            Step::Hold { wait: ms(400), reason: HoldReason::Signature, detail: "signature refused 3 times: d".into() },
+            "refused after re-signing: the sink's token or clock, never a dead letter"
         );
+    }
+
+    #[test]
+    fn sink_faults_hold_and_never_finish_even_past_the_give_up_age() {
+        let cfg = RetryConfig { give_up_after_secs: Some(60), ..config() };
+        let hold = |reason| (Verdict::Hold { reason, detail: "HTTP 404".into() }, 3600);
+        let steps = run(cfg, vec![hold(HoldReason::Route), hold(HoldReason::Tls), hold(HoldReason::Credentials)]);
+        let waits: Vec<Duration> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Hold { wait, .. } => *wait,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400)], "held with backoff");
+    }
+
+    #[test]
+    fn only_answers_the_vendor_understood_end_a_hold() {
+        let yes = [
+            Verdict::Delivered,
+            Verdict::Duplicate,
+            Verdict::Reject { reason: "r".into(), per_record: false },
+            Verdict::Busy { after: None },
+            retry(RetryReason::VendorError, None),
+        ];
+        let no = [
+            retry(RetryReason::Transport, None),
+            retry(RetryReason::ServerError, None),
+            retry(RetryReason::StaleSignature, None),
+            Verdict::RefreshAuth,
+            Verdict::Hold { reason: HoldReason::Route, detail: "d".into() },
+        ];
+        yes.iter().for_each(|v| assert!(clears_hold(v), "{v:?}"));
+        no.iter().for_each(|v| assert!(!clears_hold(v), "{v:?}"));
     }
 
     #[test]

@@ -98,8 +98,8 @@ mod tests {
         assert_eq!(answer(401, r#"{"code":"401"}"#), Verdict::RefreshAuth);
         assert_eq!(answer(429, ""), Verdict::Busy { after: Some(Duration::from_secs(5)) });
         assert!(matches!(answer(502, "bad gateway"), Verdict::Retry { reason: RetryReason::ServerError, .. }));
-        let Verdict::Reject { reason, .. } = answer(404, "no such path") else { panic!("404 must reject") };
-        assert!(reason.contains("404") && reason.contains("no such path"), "{reason}");
+        let Verdict::Hold { detail, .. } = answer(404, "no such path") else { panic!("404 must hold the sink") };
+        assert!(detail.contains("404") && detail.contains("no such path"), "{detail}");
     }
 
     #[test]

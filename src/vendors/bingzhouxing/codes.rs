@@ -171,7 +171,8 @@ mod tests {
         busy.retry_after = Some(Duration::from_secs(7));
         assert_eq!(classify(&busy, true), Verdict::Busy { after: Some(Duration::from_secs(7)) });
         assert_eq!(retry_reason(&classify(&reply(502, "bad gateway"), true)), Some(RetryReason::ServerError));
-        assert!(matches!(classify(&reply(404, "not found"), true), Verdict::Reject { per_record: false, .. }));
+        assert!(matches!(classify(&reply(404, "not found"), true), Verdict::Hold { .. }), "a wrong route holds");
+        assert!(matches!(classify(&reply(400, "bad"), true), Verdict::Reject { .. }));
     }
 
     #[test]

@@ -325,7 +325,7 @@ mod tests {
         assert!(matches!(classify(401, "{}"), Verdict::Reject { per_record: false, .. }));
         assert_eq!(retry_reason(classify(503, "busy")), RetryReason::ServerError);
         assert_eq!(classify(429, ""), Verdict::Busy { after: Some(Duration::from_secs(9)) });
-        assert!(matches!(classify(404, "no"), Verdict::Reject { .. }));
+        assert!(matches!(classify(404, "no"), Verdict::Hold { .. }), "a wrong route holds the sink");
     }
 
     #[test]

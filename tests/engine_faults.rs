@@ -217,3 +217,53 @@ async fn a_signature_refused_after_resigning_holds_the_sink_and_recovers() {
     engine.stop().await;
     assert!(kafka.read_all("held1002.dlq").is_empty(), "a refused signature dead-letters nothing");
 }
+
+/// A vehicle entry with a fixed time, so producing it again is the same passage to the
+/// platform.
+fn passage(id: &str, plate: &str, at: &str) -> Vec<u8> {
+    let data = serde_json::json!({"plate": plate, "vehicle_type": "small", "gate": "East 1"});
+    serde_json::json!({"v": 1, "id": id, "type": "vehicle.entered", "lot": "P1", "at": at, "data": data})
+        .to_string()
+        .into_bytes()
+}
+
+/// After a crash, a replay mixes records the platform has with new ones in one batch; a
+/// strict platform answers `1004` for the whole batch and records none of it. The batch is
+/// split until each `1004` covers one record, so the new records are delivered, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_batch_answered_1004_is_split_and_its_new_records_delivered() {
+    let kafka = Kafka::new();
+    kafka.topic("mixed1004", 1);
+    let (toml, sim) = bzx(&kafka, "mixed1004", &["P1"], "").await;
+    let old: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            (
+                "P1".to_string(),
+                passage(&format!("o{i}"), &format!("晋A{i:05}"), &format!("2026-12-01T08:00:{i:02}+08:00")),
+            )
+        })
+        .collect();
+    kafka.produce_all("mixed1004", &old).await;
+    let engine = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { plates(&sim).len() >= 10 }).await);
+    engine.stop().await;
+    // The replay: the old passages again, interleaved with new ones, read as one backlog.
+    let mut replay = Vec::new();
+    for (i, again) in old.iter().enumerate() {
+        replay.push(again.clone());
+        let at = format!("2026-12-01T09:00:{i:02}+08:00");
+        replay.push(("P1".to_string(), passage(&format!("n{i}"), &format!("晋B{i:05}"), &at)));
+    }
+    kafka.produce_all("mixed1004", &replay).await;
+    let engine = Running::start(common::load(&toml));
+    let new = || plates(&sim).into_iter().filter(|p| p.starts_with("晋B")).count();
+    let all_new = eventually(WAIT, || async { new() >= 10 }).await;
+    let group = "g-mixed1004.bzx";
+    let committed = eventually(WAIT, || async { kafka.committed(group, "mixed1004", 1) == [30] }).await;
+    engine.stop().await;
+    let duplicates = sim.control.requests().iter().filter(|r| r.code.as_deref() == Some("1004")).count();
+    assert!(all_new, "the new records of mixed batches are delivered: {} of 10 (1004 answers: {duplicates})", new());
+    assert!(duplicates >= 1, "the platform did answer 1004 to a mixed batch");
+    assert!(committed, "offsets to the end: {:?}", kafka.committed(group, "mixed1004", 1));
+    assert!(kafka.read_all("mixed1004.dlq").is_empty());
+}

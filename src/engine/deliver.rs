@@ -79,6 +79,16 @@ async fn deliver(sink: &Arc<Sink>, lot: &str, lane: &Lane, items: Vec<Item>) {
         attempts: 1,
     });
     match done {
+        // A duplicate answer to a batch may mean only some of it was there before (a replay
+        // after a crash mixes old and new records), and the platform then recorded none of
+        // it: split until each duplicate answer covers one record. A parameter error is
+        // split the same way, so only the bad records are dead-lettered.
+        Final::Rejected { per_record: true, .. } | Final::Duplicate if items.len() > 1 => {
+            let mut left = items;
+            let right = left.split_off(left.len() / 2);
+            Box::pin(deliver(sink, lot, lane, left)).await;
+            Box::pin(deliver(sink, lot, lane, right)).await;
+        }
         Final::Delivered => settle_delivered(sink, lane, &endpoint, items, Outcome::Delivered),
         Final::Duplicate => settle_delivered(sink, lane, &endpoint, items, Outcome::Duplicate),
         Final::Answered(coupons) => {
@@ -86,12 +96,6 @@ async fn deliver(sink: &Arc<Sink>, lot: &str, lane: &Lane, items: Vec<Item>) {
                 publish_answer(sink, item, &coupons).await;
             }
             settle_delivered(sink, lane, &endpoint, items, Outcome::Delivered);
-        }
-        Final::Rejected { per_record: true, .. } if items.len() > 1 => {
-            let mut left = items;
-            let right = left.split_off(left.len() / 2);
-            Box::pin(deliver(sink, lot, lane, left)).await;
-            Box::pin(deliver(sink, lot, lane, right)).await;
         }
         Final::Abandoned => items.iter().for_each(|i| sink.drop_revoked(i)),
         Final::Rejected { reason, attempts, .. } => {

@@ -77,6 +77,10 @@ pub struct Simulator {
     control: Arc<Control>,
     /// Keys of the `carInOut` records already accepted (for `1004`).
     seen: Mutex<HashSet<String>>,
+    /// Strict reading of `1004`: a batch holding any record already received is refused
+    /// whole with `1004`, its new records not recorded (the platform may do so; lotbridge
+    /// must then split the batch). Off: `1004` only when nothing in it is new.
+    duplicate_if_any: bool,
 }
 
 impl Simulator {
@@ -95,7 +99,15 @@ impl Simulator {
             photo_limit: config::DEFAULT_PHOTO_LIMIT,
             control: Control::new(),
             seen: Mutex::new(HashSet::new()),
+            duplicate_if_any: true,
         }
+    }
+
+    /// Answers `1004` only for a batch whose every record was received before, recording
+    /// the new ones of a mixed batch (the lenient reading of the spec).
+    pub fn with_lenient_duplicates(mut self) -> Simulator {
+        self.duplicate_if_any = false;
+        self
     }
 
     /// The platform a `[sinks.bingzhouxing]` table talks to: its paths (with the
@@ -404,11 +416,15 @@ impl Simulator {
         Ok(())
     }
 
-    /// Records what was accepted, or answers `1004` when a batch held nothing new.
+    /// Records what was accepted, or answers `1004` when a batch held a record received
+    /// before (strict) or nothing new (lenient).
     fn accept(&self, command: Command, accepted: Accepted) -> (Answer, usize) {
         let count = accepted.records.len();
         let fresh: Vec<Value> = match command {
-            Command::CarInOut => self.unseen(&accepted.lot_code, accepted.records),
+            Command::CarInOut => match self.unseen(&accepted.lot_code, accepted.records) {
+                Some(fresh) => fresh,
+                None => return (Answer::code("1004", "数据已经存在"), count),
+            },
             _ => accepted.records,
         };
         if fresh.is_empty() {
@@ -421,17 +437,18 @@ impl Simulator {
     }
 
     /// The records not received before (a vehicle passage is its lot, plate, direction,
-    /// time and image), remembering them.
-    fn unseen(&self, lot_code: &str, records: Vec<Value>) -> Vec<Value> {
+    /// time and image), remembering them; `None` (nothing remembered) when the strict
+    /// reading refuses the batch for holding one received before.
+    fn unseen(&self, lot_code: &str, records: Vec<Value>) -> Option<Vec<Value>> {
         let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        records
-            .into_iter()
-            .filter(|r| {
-                let part = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-                let key = [lot_code.to_string(), part("carNo"), part("inOutType"), part("inOutTime"), part("imgName")];
-                seen.insert(key.join("\u{1f}"))
-            })
-            .collect()
+        let key = |r: &Value| {
+            let part = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            [lot_code.to_string(), part("carNo"), part("inOutType"), part("inOutTime"), part("imgName")].join("\u{1f}")
+        };
+        if self.duplicate_if_any && records.iter().any(|r| seen.contains(&key(r))) {
+            return None;
+        }
+        Some(records.into_iter().filter(|r| seen.insert(key(r))).collect())
     }
 }
 

@@ -20,16 +20,38 @@ pub(crate) struct Context {
 
 impl ClientContext for Context {}
 
+impl Context {
+    /// Waits, bounded by the drain timeout, for the records of `tps` to finish; returns how
+    /// many did not.
+    fn drain(&self, tps: &[TopicPartition]) -> usize {
+        let deadline = std::time::Instant::now() + self.drain;
+        while self.partitions.unfinished(tps) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.partitions.unfinished(tps)
+    }
+}
+
+/// Runs blocking work from a runtime worker without starving that worker's other tasks:
+/// `block_in_place` on a multi-threaded runtime, inline elsewhere (a current-thread runtime
+/// or a plain thread, where nothing else could run meanwhile anyway).
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let tps = topic_partitions(tpl);
-            let deadline = std::time::Instant::now() + self.drain;
-            // Lanes keep delivering on other threads; wait for them, bounded.
-            while self.partitions.unfinished(&tps) > 0 && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let left = self.partitions.unfinished(&tps);
+            // Lanes keep delivering on other threads; wait for them, bounded. This callback
+            // runs where the consumer is polled, on a runtime worker: tell the runtime, so
+            // the worker's other tasks (the very lanes being waited for, other sinks) move
+            // to other threads instead of starving behind the wait.
+            let left = off_the_runtime(|| self.drain(&tps));
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(sink = %self.sink, error = %e, "nothing committed on revoke");
             }
@@ -109,5 +131,33 @@ impl OffsetStore for SinkConsumer {
                 tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "offset not stored (partition revoked?)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The revoke drain waits for lanes that run on the same runtime. On a runtime whose
+    /// only worker runs the drain, a plain sleep would starve the lane it waits for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_revoke_drain_lets_the_lanes_it_waits_for_run() {
+        let partitions = Arc::new(Partitions::default());
+        let tp: TopicPartition = (Arc::from("t"), 0);
+        partitions.assign([tp.clone()]);
+        let ticket = partitions.register_all([(&tp, 7)]).pop().flatten().unwrap();
+        let ctx = Arc::new(Context { partitions: partitions.clone(), drain: Duration::from_secs(3), sink: "s".into() });
+        let left = tokio::spawn(async move {
+            // The lane finishing the record is queued on the same, only worker.
+            let lane = tokio::spawn(async move {
+                partitions.complete_all([&ticket]);
+            });
+            let left = off_the_runtime(|| ctx.drain(&[tp]));
+            let _ = lane.await;
+            left
+        })
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "the lane ran while the drain waited");
     }
 }

@@ -2,7 +2,7 @@
 //! ahead of routing, on the blocking pool for large batches.
 
 use super::intake::READ_BATCH;
-use super::offsets::TopicPartition;
+use super::offsets::{Partitions, TopicPartition};
 use super::output::Stage;
 use super::sink::Sink;
 use super::task::guard;
@@ -10,6 +10,7 @@ use crate::event::{decode_with, DecodeLimits, Event};
 use crate::vendors::Mapping;
 use bytes::Bytes;
 use rdkafka::message::{BorrowedMessage, Message};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Batches larger than this (in bytes, or a quarter of `READ_BATCH` in records) are decoded
@@ -28,6 +29,8 @@ pub(crate) struct Batch {
 pub(crate) struct Prepared {
     pub(crate) origin_tp: TopicPartition,
     pub(crate) offset: i64,
+    /// The partition's assignment generation when the record was read.
+    pub(crate) generation: Option<u64>,
     pub(crate) key: Option<Bytes>,
     pub(crate) raw: Bytes,
     /// A replayed dead letter is for this sink only.
@@ -46,25 +49,55 @@ pub(crate) struct Routed {
 pub(crate) struct RawRecord {
     pub(crate) tp: TopicPartition,
     pub(crate) offset: i64,
+    /// The partition's assignment generation when the record was read.
+    pub(crate) generation: Option<u64>,
     pub(crate) key: Option<Bytes>,
     pub(crate) raw: Bytes,
     pub(crate) replay_for: Option<String>,
 }
 
 impl RawRecord {
-    /// Copies a record; `topic` is the previous record's topic name, reused when the same.
-    pub(crate) fn copy(msg: &BorrowedMessage<'_>, topic: &mut Option<Arc<str>>) -> RawRecord {
+    /// Copies a record; `topic` is the previous record's topic name, reused when the same;
+    /// `stamps` says under which assignment generation it was read.
+    pub(crate) fn copy(msg: &BorrowedMessage<'_>, topic: &mut Option<Arc<str>>, stamps: &mut Stamps) -> RawRecord {
         let name = match topic {
             Some(t) if **t == *msg.topic() => t.clone(),
             _ => topic.insert(Arc::from(msg.topic())).clone(),
         };
+        let tp = (name, msg.partition());
         RawRecord {
-            tp: (name, msg.partition()),
+            generation: stamps.of(&tp),
+            tp,
             offset: msg.offset(),
             key: msg.key().map(Bytes::copy_from_slice),
             raw: msg.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
             replay_for: replay_target(msg),
         }
+    }
+}
+
+/// The assignment generation of each partition as its records are read; looked up again
+/// only when the assignment changed (the rebalance callbacks run while the consumer is
+/// polled, so a record returned after them belongs to the new assignment).
+pub(crate) struct Stamps {
+    partitions: Arc<Partitions>,
+    changes: Option<u64>,
+    generations: HashMap<TopicPartition, u64>,
+}
+
+impl Stamps {
+    /// Stamps for the partitions of one sink.
+    pub(crate) fn new(partitions: Arc<Partitions>) -> Stamps {
+        Stamps { partitions, changes: None, generations: HashMap::new() }
+    }
+
+    fn of(&mut self, tp: &TopicPartition) -> Option<u64> {
+        let now = self.partitions.changes();
+        if self.changes != Some(now) {
+            self.generations = self.partitions.generations();
+            self.changes = Some(now);
+        }
+        self.generations.get(tp).copied()
     }
 }
 
@@ -90,7 +123,15 @@ fn prepare(sink: &Sink, rec: RawRecord, limits: DecodeLimits) -> Prepared {
             Ok(Ok(mapping)) => Ok(Routed { lot: event.lot.clone(), mapping, event }),
         },
     };
-    Prepared { origin_tp: rec.tp, offset: rec.offset, key: rec.key, raw: rec.raw, replay_for: rec.replay_for, result }
+    Prepared {
+        origin_tp: rec.tp,
+        offset: rec.offset,
+        generation: rec.generation,
+        key: rec.key,
+        raw: rec.raw,
+        replay_for: rec.replay_for,
+        result,
+    }
 }
 
 /// Decodes and maps a batch; large ones (photos, backlogs) on the blocking pool. `Err`

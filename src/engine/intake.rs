@@ -3,7 +3,7 @@
 //! metrics going; and the heartbeat schedule of the partitions it owns.
 
 use super::consumer::SinkConsumer;
-use super::decode::{decode_ahead, RawRecord};
+use super::decode::{decode_ahead, RawRecord, Stamps};
 use super::lane::Item;
 use super::route::route_all;
 pub(crate) use super::route::submit;
@@ -48,6 +48,7 @@ pub(crate) async fn run_intake(
     tokio::spawn(crate::metrics::run_lag_probe(probe, consumer.clone(), stop.clone()));
     let mut stream = consumer.stream();
     let mut topic = None;
+    let mut stamps = Stamps::new(sink.partitions.clone());
     loop {
         let reading = sink.budget.may_read();
         tokio::select! {
@@ -71,12 +72,12 @@ pub(crate) async fn run_intake(
             },
             Some(first) = stream.next(), if reading && ahead.len() < DECODE_AHEAD => {
                 let mut records = Vec::new();
-                let mut bytes = take(&sink, first, &mut topic, &mut records);
+                let mut bytes = take(&sink, first, &mut topic, &mut stamps, &mut records);
                 // Whatever else is ready, without waiting.
                 let mut full = false;
                 while !full {
                     match stream.next().now_or_never() {
-                        Some(Some(msg)) => bytes += take(&sink, msg, &mut topic, &mut records),
+                        Some(Some(msg)) => bytes += take(&sink, msg, &mut topic, &mut stamps, &mut records),
                         _ => break,
                     }
                     full = records.len() >= READ_BATCH || bytes >= batch_bytes;
@@ -94,11 +95,12 @@ fn take(
     sink: &Sink,
     msg: KafkaResult<BorrowedMessage<'_>>,
     topic: &mut Option<Arc<str>>,
+    stamps: &mut Stamps,
     records: &mut Vec<RawRecord>,
 ) -> usize {
     match msg {
         Ok(m) => {
-            let record = RawRecord::copy(&m, topic);
+            let record = RawRecord::copy(&m, topic, stamps);
             let size = record.raw.len();
             records.push(record);
             size

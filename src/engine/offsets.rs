@@ -6,6 +6,7 @@
 //! over the way Vector's kafka source does (vector #24543).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -124,6 +125,8 @@ impl PartitionState {
 #[derive(Debug, Default)]
 pub struct Partitions {
     inner: Mutex<PartitionsInner>,
+    /// Bumped on every assign and revoke, so readers know when to look generations up again.
+    changes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +148,7 @@ impl Partitions {
             let generation = inner.next_generation;
             inner.assigned.insert(tp, PartitionState { generation, ..PartitionState::default() });
         }
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Stops tracking revoked partitions: outcomes of their records are ignored from now on.
@@ -153,6 +157,17 @@ impl Partitions {
         for tp in tps {
             inner.assigned.remove(tp);
         }
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts assignment changes (assign or revoke) so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// The current generation of every assigned partition.
+    pub fn generations(&self) -> HashMap<TopicPartition, u64> {
+        self.lock().assigned.iter().map(|(tp, s)| (tp.clone(), s.generation)).collect()
     }
 
     /// Registers a record; `None` if its partition is not assigned (a late message).
@@ -161,16 +176,30 @@ impl Partitions {
         self.register_all([(tp, offset)]).pop().flatten()
     }
 
-    /// Registers records in read order under one lock; `None` for each whose partition is
-    /// not assigned (a late message) or that was registered already (a re-fetch).
+    /// Registers records under the current assignment, in read order (tests).
+    #[cfg(test)]
     pub fn register_all<'a>(
         &self,
         records: impl IntoIterator<Item = (&'a TopicPartition, i64)>,
     ) -> Vec<Option<Ticket>> {
+        let generations = self.generations();
+        let stamped: Vec<_> = records.into_iter().map(|(tp, o)| (tp, o, generations.get(tp).copied())).collect();
+        self.register_read(stamped)
+    }
+
+    /// Registers records in read order under one lock, each with the generation of its
+    /// partition when it was read; `None` for each whose partition is not assigned (a late
+    /// message), was re-assigned since it was read (a batch decoded ahead across a
+    /// rebalance: the new assignment reads it again from the committed offset), or that
+    /// was registered already (a re-fetch).
+    pub fn register_read<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a TopicPartition, i64, Option<u64>)>,
+    ) -> Vec<Option<Ticket>> {
         let now = Instant::now();
         let mut inner = self.lock();
-        let register = |(tp, offset): (&TopicPartition, i64)| {
-            let state = inner.assigned.get_mut(tp)?;
+        let register = |(tp, offset, read_under): (&TopicPartition, i64, Option<u64>)| {
+            let state = inner.assigned.get_mut(tp).filter(|s| Some(s.generation) == read_under)?;
             state.committed.get_or_insert(offset);
             state.tracker.register(offset, now).then(|| Ticket { tp: tp.clone(), generation: state.generation, offset })
         };
@@ -311,6 +340,26 @@ mod tests {
         assert_eq!(p.complete(&old), None, "a late outcome of the old assignment");
         assert_eq!(p.unfinished(std::slice::from_ref(&tp)), 1);
         assert_eq!(p.complete(&new), Some(6));
+    }
+
+    #[test]
+    fn records_read_under_an_earlier_assignment_are_not_registered_into_a_later_one() {
+        let p = Partitions::default();
+        let tp: TopicPartition = (Arc::from("events"), 0);
+        p.assign([tp.clone()]);
+        let read_under = p.generations().get(&tp).copied();
+        let changes = p.changes();
+        // The batch is decoded ahead; meanwhile the partition is revoked (the drain timed
+        // out) and assigned again.
+        p.revoke(std::slice::from_ref(&tp));
+        p.assign([tp.clone()]);
+        assert!(p.changes() > changes, "readers can tell the assignment changed");
+        let stale = p.register_read([(&tp, 100, read_under), (&tp, 101, read_under)]);
+        assert_eq!(stale, [None, None], "stale read-ahead records are dropped before registration");
+        let now = p.generations().get(&tp).copied();
+        let fresh: Vec<Ticket> = p.register_read([(&tp, 100, now), (&tp, 101, now)]).into_iter().flatten().collect();
+        assert_eq!(fresh.len(), 2, "read again under the new assignment, they register");
+        assert_eq!(p.complete_all(&fresh), [(tp, 102)]);
     }
 
     #[test]

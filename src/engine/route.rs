@@ -20,7 +20,8 @@ use tokio::time::Instant;
 /// the skipped, and queues the rest on their lanes, each lane once per batch.
 pub(crate) fn route_all(sink: &Arc<Sink>, batch: Batch) {
     count_consumed(sink, &batch.records);
-    let tickets = sink.partitions.register_all(batch.records.iter().map(|p| (&p.origin_tp, p.offset)));
+    let read = batch.records.iter().map(|p| (&p.origin_tp, p.offset, p.generation));
+    let tickets = sink.partitions.register_read(read);
     let read_at = Instant::now();
     let mut lanes: HashMap<String, Vec<Item>> = HashMap::new();
     let mut finished = Vec::new();

@@ -267,3 +267,55 @@ async fn a_mixed_batch_answered_1004_is_split_and_its_new_records_delivered() {
     assert!(committed, "offsets to the end: {:?}", kafka.committed(group, "mixed1004", 1));
     assert!(kafka.read_all("mixed1004.dlq").is_empty());
 }
+
+/// The value of a gauge with the `sink="bzx"` label in a metrics rendering.
+fn gauge(metrics: &lotbridge::metrics::Metrics, name: &str) -> i64 {
+    let prefix = format!("lotbridge_{name}{{sink=\"bzx\"}} ");
+    metrics.render().lines().find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse().ok())).unwrap_or(-1)
+}
+
+fn spread(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
+    (from..to)
+        .map(|i| {
+            let lot = format!("P{}", i % 8);
+            (lot.clone(), vehicle(&format!("e{i}"), &lot, &format!("晋A{i:05}"), false))
+        })
+        .collect()
+}
+
+/// A second instance joins while the vendor is down and every partition of the first is
+/// paused for the memory budget; the vendor recovers; the second leaves again. Partitions
+/// come back to the first in the state its budget wants (librdkafka would keep their old
+/// pause flag): none is left paused, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_moving_while_paused_for_the_budget_are_never_left_paused() {
+    let kafka = Kafka::new();
+    kafka.topic("rebal", 4);
+    let lots = ["P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7"];
+    let (toml, sim) = bzx(&kafka, "rebal", &lots, "memory_budget_bytes = 1048576").await;
+    sim.control.fail_next(1_000_000, Failure::Status(503));
+    kafka.produce_all("rebal", &spread(0, 8000)).await;
+    let a = Running::start(common::load(&toml));
+    let am = a.metrics.clone();
+    assert!(eventually(WAIT, || async { gauge(&am, "partitions_paused") == 4 }).await, "A paused all 4 partitions");
+    let b = Running::start(common::load(&toml));
+    let bm = b.metrics.clone();
+    let split =
+        eventually(WAIT, || async { gauge(&am, "partitions_assigned") == 2 && gauge(&bm, "partitions_assigned") == 2 })
+            .await;
+    assert!(split, "partitions split: A {} B {}", gauge(&am, "partitions_assigned"), gauge(&bm, "partitions_assigned"));
+    // Gained while over its budget, B's partitions are paused, not read without limit.
+    assert!(eventually(WAIT, || async { gauge(&bm, "partitions_paused") == 2 }).await, "B paused its partitions");
+    sim.control.clear_faults();
+    let delivered = || plates(&sim).into_iter().collect::<HashSet<_>>();
+    assert!(eventually(WAIT, || async { delivered().len() >= 8000 }).await, "phase 1: {}", delivered().len());
+    b.stop().await;
+    assert!(eventually(WAIT, || async { gauge(&am, "partitions_assigned") == 4 }).await, "A owns all 4 again");
+    kafka.produce_all("rebal", &spread(8000, 8800)).await;
+    let all = eventually(WAIT, || async { delivered().len() >= 8800 }).await;
+    let paused = gauge(&am, "partitions_paused");
+    a.stop().await;
+    assert!(all, "records on every partition delivered after the partitions came back: {} of 8800", delivered().len());
+    assert_eq!(paused, 0, "no partition left paused");
+    assert!(kafka.read_all("rebal.dlq").is_empty());
+}

@@ -152,6 +152,22 @@ impl Budget {
         }
     }
 
+    /// Brings newly assigned partitions into the state the budget wants, on every assign:
+    /// librdkafka keeps a partition's pause flag across revoke and re-assignment, so a
+    /// partition paused before it left could come back paused for good, and one gained
+    /// while the sink is over its budget would be read without limit.
+    pub(crate) fn on_assign<X: ConsumerContext, C: Consumer<X>>(&self, consumer: &C, assigned: &TopicPartitionList) {
+        let pause = self.is_paused();
+        let result = if pause { consumer.pause(assigned) } else { consumer.resume(assigned) };
+        if let Err(e) = result {
+            tracing::warn!(sink = %self.sink, error = %e, pause, "cannot reconcile the pause state of assigned partitions");
+        }
+        if pause {
+            let count = consumer.assignment().map_or(0, |a| a.count());
+            self.paused_gauge.set(count as i64);
+        }
+    }
+
     fn apply<X: ConsumerContext, C: Consumer<X>>(&self, consumer: &C, partitions: &Partitions, pause: bool) {
         let Ok(assignment) = consumer.assignment() else { return };
         if !pause {

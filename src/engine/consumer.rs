@@ -2,6 +2,7 @@
 //! the group protocol: drain and commit on revoke, track assignments and commits.
 
 use super::acks::OffsetStore;
+use super::budget::Budget;
 use super::offsets::{Partitions, TopicPartition};
 use super::sink::Sink;
 use crate::config::KafkaConfig;
@@ -14,6 +15,7 @@ use std::time::Duration;
 /// Consumer callbacks: drain and commit on revoke, track assignments.
 pub(crate) struct Context {
     partitions: Arc<Partitions>,
+    budget: Arc<Budget>,
     drain: Duration,
     sink: String,
 }
@@ -72,11 +74,12 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = topic_partitions(tpl);
             tracing::info!(sink = %self.sink, partitions = tps.len(), "partitions assigned");
             self.partitions.assign(tps);
+            self.budget.on_assign(consumer, tpl);
         }
     }
 }
@@ -107,6 +110,7 @@ pub(crate) fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsu
     }
     let ctx = Context {
         partitions: sink.partitions.clone(),
+        budget: sink.budget.clone(),
         drain: Duration::from_millis(kafka.drain_timeout_ms),
         sink: sink.name().to_string(),
     };
@@ -146,7 +150,13 @@ mod tests {
         let tp: TopicPartition = (Arc::from("t"), 0);
         partitions.assign([tp.clone()]);
         let ticket = partitions.register_all([(&tp, 7)]).pop().flatten().unwrap();
-        let ctx = Arc::new(Context { partitions: partitions.clone(), drain: Duration::from_secs(3), sink: "s".into() });
+        let budget = Arc::new(Budget::new(1 << 20, &crate::metrics::Metrics::new().unwrap(), "s"));
+        let ctx = Arc::new(Context {
+            partitions: partitions.clone(),
+            budget,
+            drain: Duration::from_secs(3),
+            sink: "s".into(),
+        });
         let left = tokio::spawn(async move {
             // The lane finishing the record is queued on the same, only worker.
             let lane = tokio::spawn(async move {

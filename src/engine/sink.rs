@@ -49,7 +49,7 @@ pub struct Sink {
     /// Pause, rate limits and concurrency.
     pub(crate) gate: Gate,
     /// Memory held against the budget, and backpressure.
-    pub(crate) budget: Budget,
+    pub(crate) budget: Arc<Budget>,
     /// Lanes by platform lot.
     pub(crate) lanes: Lanes,
     /// Outcomes and watermarks.
@@ -79,7 +79,7 @@ impl Sink {
         let lot_book = adapter.daily_full_push().then(Default::default);
         Sink {
             gate: Gate::new(&config.rate_limit, config.concurrency, &metrics, &name),
-            budget: Budget::new(config.memory_budget_bytes, &metrics, &name),
+            budget: Arc::new(Budget::new(config.memory_budget_bytes, &metrics, &name)),
             lanes: Lanes::new(metrics.lanes.with_label_values(&[&name])),
             acks: Acks::new(partitions.clone(), &metrics, &name),
             config,

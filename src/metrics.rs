@@ -105,6 +105,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Unix time the process started.
     pub up: IntGauge,
+    /// Vendor fields a mapping changed to fit the vendor (cut to width, plate spaces
+    /// removed), by sink, vendor field and change (`truncated`, `normalized`).
+    pub fields_adjusted: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -249,6 +252,12 @@ impl Metrics {
             group_joined: gauge(&r, "consumer_group_joined", "1 once the consumer joined its group.", &["sink"])?,
             ready: plain_gauge(&r, "ready", "1 while /readyz answers ready.")?,
             up: plain_gauge(&r, "start_time_seconds", "Unix time the process started.")?,
+            fields_adjusted: counter(
+                &r,
+                "vendor_fields_adjusted_total",
+                "Vendor fields changed to fit the vendor: cut to its width or normalised (plate spaces).",
+                &["sink", "field", "change"],
+            )?,
             registry: r,
         };
         m.build_info
@@ -256,6 +265,14 @@ impl Metrics {
             .set(1);
         m.up.set(chrono::Utc::now().timestamp());
         Ok(m)
+    }
+
+    /// Adds what a sink's adapter changed since the last call to `fields_adjusted`
+    /// (called periodically, like the token statistics).
+    pub fn export_adjustments(&self, sink: &str, adjustments: &crate::vendors::adjust::Adjustments) {
+        for (field, change, n) in adjustments.take_new() {
+            self.fields_adjusted.with_label_values(&[sink, field, change.as_str()]).inc_by(n);
+        }
     }
 
     /// Creates a sink's series at zero, so dashboards show them from the start and

@@ -6,9 +6,12 @@
 //! classification of its responses into a [`Verdict`]. Batching, retries, rate limits,
 //! the HTTP client and offsets are the engine's and know nothing of any vendor.
 
+pub mod adjust;
 pub mod barrier;
 pub mod bingzhouxing;
 pub mod isp;
+pub mod missing_photo;
+pub mod plate;
 pub mod zvcms;
 
 use crate::event::{Event, ListedCoupon};
@@ -259,6 +262,12 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Counters of the adapter's token cache, for token-based vendors (metrics).
     fn token_stats(&self) -> Option<&crate::auth::TokenStats> {
+        None
+    }
+
+    /// Fields the adapter changed to fit the vendor (cut to width, plate spaces removed),
+    /// for the `vendor_fields_adjusted_total` metric ([`crate::metrics::Metrics::export_adjustments`]).
+    fn adjustments(&self) -> Option<&adjust::Adjustments> {
         None
     }
 

@@ -24,6 +24,26 @@ pub enum MissingPhoto {
     Reject,
 }
 
+impl MissingPhoto {
+    /// The base64 text a required photo `field` of `vendor` gets without a usable photo, with
+    /// the change to count, or the map error of `reject`.
+    pub fn fill(
+        self,
+        vendor: &str,
+        field: &'static str,
+    ) -> Result<(&'static str, crate::vendors::adjust::Adjusted), crate::vendors::MapError> {
+        use crate::vendors::adjust::{Adjusted, Change};
+        match self {
+            MissingPhoto::Placeholder => Ok((placeholder_base64(), Adjusted::filled(field, Change::Placeholder))),
+            MissingPhoto::Empty => Ok(("", Adjusted::filled(field, Change::Empty))),
+            MissingPhoto::Reject => Err(crate::vendors::MapError::new(
+                "data.photo",
+                format!("no usable photo, and {vendor} requires {field} (missing_photo = \"reject\")"),
+            )),
+        }
+    }
+}
+
 /// Side of the placeholder image, in pixels.
 pub const PLACEHOLDER_SIDE: u32 = 8;
 /// Its grey level.

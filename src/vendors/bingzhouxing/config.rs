@@ -29,6 +29,11 @@ pub struct Config {
     /// sink's photo policy. Default 50 000.
     #[serde(default = "default_photo_limit")]
     pub photo_limit: usize,
+    /// What the required `imgData` holds when the vehicle has no usable photo: `placeholder`
+    /// (default: a small grey JPEG, so a strict platform accepts the passage), `empty`
+    /// (`""`, as the spec's example sends) or `reject` (dead-letter the record).
+    #[serde(default)]
+    pub missing_photo: crate::vendors::missing_photo::MissingPhoto,
     /// Path of the heartbeat endpoint (cmd `heartbeat`). Default `/park/heartbeat`.
     #[serde(default = "default_heartbeat_path")]
     pub heartbeat_path: String,
@@ -91,6 +96,8 @@ pub struct Settings {
     pub data_encoding: DataEncoding,
     /// Longest `imgData`.
     pub photo_limit: usize,
+    /// `imgData` without a usable photo.
+    pub missing_photo: crate::vendors::missing_photo::MissingPhoto,
 }
 
 /// The credentials the platform issued for one lot.
@@ -133,6 +140,7 @@ impl Config {
             ts_unit: self.ts_unit,
             data_encoding: self.data_encoding,
             photo_limit: self.photo_limit,
+            missing_photo: self.missing_photo,
         })
     }
 }

@@ -7,8 +7,8 @@
 use crate::config::Bindings;
 use crate::event::{Event, EventData, Exit, LotInfo, PaymentMethod, Photo, Spaces, Vehicle, VehicleType};
 use crate::photo::{PhotoOutcome, PhotoPolicy};
-use crate::vendors::adjust::{Adjusted, Change};
-use crate::vendors::missing_photo::{self, MissingPhoto};
+use crate::vendors::adjust::Adjusted;
+use crate::vendors::missing_photo::MissingPhoto;
 use crate::vendors::plate::{self, PlateSpaces};
 use crate::vendors::{Coalesce, Endpoint, MapError, Mapped, Mapping, SkipReason};
 use bytes::Bytes;
@@ -304,17 +304,9 @@ fn required_picture(
     if !pic.is_empty() {
         return Ok((pic, outcome, None));
     }
-    match s.missing_photo {
-        MissingPhoto::Placeholder => {
-            let pic = format!("{}{}", s.photo_prefix, missing_photo::placeholder_base64());
-            Ok((pic, outcome, Some(Adjusted::filled(field, Change::Placeholder))))
-        }
-        MissingPhoto::Empty => Ok((pic, outcome, Some(Adjusted::filled(field, Change::Empty)))),
-        MissingPhoto::Reject => Err(MapError::new(
-            "data.photo",
-            format!("no usable photo, and ISP requires {field} (missing_photo = \"reject\")"),
-        )),
-    }
+    let (fill, adjusted) = s.missing_photo.fill("ISP", field)?;
+    let pic = if fill.is_empty() { String::new() } else { format!("{}{fill}", s.photo_prefix) };
+    Ok((pic, outcome, Some(adjusted)))
 }
 
 /// The photo text to send (empty when there is none) and what the photo policy did. The
@@ -395,6 +387,8 @@ mod tests {
     use super::*;
     use crate::config::Binding;
     use crate::photo::DropReason;
+    use crate::vendors::adjust::Change;
+    use crate::vendors::missing_photo;
     use serde_json::{json, Value};
 
     fn settings(labels: bool) -> MapSettings {

@@ -404,6 +404,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn adjusted_fields_are_exported_per_sink_field_and_change_once() {
+        use crate::vendors::adjust::{Adjusted, Adjustments};
+        let m = Metrics::new().unwrap();
+        let adjustments = Adjustments::new("bzx");
+        adjustments.record("P1", &[Adjusted::truncated("nodeName"), Adjusted::normalized("carNo")]);
+        adjustments.record("P2", &[Adjusted::truncated("nodeName")]);
+        m.export_adjustments("bzx", &adjustments);
+        m.export_adjustments("bzx", &adjustments);
+        let text = m.render();
+        for series in [
+            "lotbridge_vendor_fields_adjusted_total{change=\"truncated\",field=\"nodeName\",sink=\"bzx\"} 2",
+            "lotbridge_vendor_fields_adjusted_total{change=\"normalized\",field=\"carNo\",sink=\"bzx\"} 1",
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+    }
+
+    #[test]
     fn a_new_sink_shows_its_alert_series_at_zero() {
         let m = Metrics::new().unwrap();
         m.init_sink("bzx");

@@ -94,7 +94,7 @@ pub fn car_in_out(
     }
     let (car_no, plate_changes) = plate_fitted(vehicle.plate.as_deref());
     adjusted.extend(plate_changes);
-    let car_color = vehicle.plate_color.as_deref().map(color_text).filter(|c| !c.is_empty());
+    let car_color = vehicle.plate_color.as_deref().map(|c| color_fitted(&mut adjusted, c)).filter(|c| !c.is_empty());
     let mut out = Vec::with_capacity(200 + img_data.len() + car_no.len() + img_name.len() + node_name.len());
     out.extend_from_slice(b"{\"carNo\":");
     push_json_str(&mut out, &car_no);
@@ -234,6 +234,16 @@ fn color_text(color: &str) -> &str {
     ];
     let key = color.replace(['-', ' '], "_");
     NAMES.iter().find(|(en, _)| en.eq_ignore_ascii_case(&key)).map_or_else(|| clip(color, CAR_COLOR_MAX), |(_, zh)| zh)
+}
+
+/// [`color_text`], noting in `adjusted` when an untranslated colour was cut to width.
+fn color_fitted<'c>(adjusted: &mut Vec<Adjusted>, color: &'c str) -> &'c str {
+    let text = color_text(color);
+    let untranslated = color.trim();
+    if text.len() < untranslated.len() && untranslated.starts_with(text) {
+        adjusted.push(Adjusted::truncated("carColor"));
+    }
+    text
 }
 
 /// The photo's own file name when it fits `imgName`, else one derived from the direction,
@@ -380,6 +390,10 @@ mod tests {
         let (v, d) = vehicle_of(&e);
         let (_, adjusted) = car_in_out(&e, v, d, "").unwrap();
         assert_eq!(adjusted, [Adjusted::truncated("nodeName"), Adjusted::truncated("carBrand")]);
+        let mut colors = Vec::new();
+        assert_eq!(color_fitted(&mut colors, "Yellow-Green"), "黄绿");
+        assert_eq!(color_fitted(&mut colors, &"紫".repeat(45)).chars().count(), CAR_COLOR_MAX);
+        assert_eq!(colors, [Adjusted::truncated("carColor")]);
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl Config {
         if self.photo_limit == 0 {
             return Err(invalid(sink, "photo_limit", "must be at least 1"));
         }
+        let placeholder = crate::vendors::missing_photo::placeholder_base64().len();
+        if self.missing_photo == crate::vendors::missing_photo::MissingPhoto::Placeholder
+            && self.photo_limit < placeholder
+        {
+            let why = format!("must be at least {placeholder} for missing_photo = \"placeholder\" to fit");
+            return Err(invalid(sink, "photo_limit", &why));
+        }
         let url = |key: &str, path: &str| -> Result<String, ConfigError> {
             if !path.starts_with('/') || path.contains(char::is_whitespace) || path.contains(['?', '#']) {
                 return Err(invalid(
@@ -231,6 +238,9 @@ mod tests {
             assert!(err.starts_with(&format!("sink \"north\": {key}: ")), "{err}");
         };
         check("photo_limit = 0", "photo_limit");
+        check("photo_limit = 100", "photo_limit");
+        let small = parse("base_url = \"http://127.0.0.1:1\"\nphoto_limit = 100\nmissing_photo = \"empty\"").unwrap();
+        assert!(small.validate("north").is_ok(), "no placeholder to fit");
         check("heartbeat_path = \"park/heartbeat\"", "heartbeat_path");
         check("park_space_path = \"/a b\"", "park_space_path");
         for base in ["ftp://host", "not a url", "http://host/api?x=1", ""] {

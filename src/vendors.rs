@@ -5,6 +5,11 @@
 //! (pure), its auth or signing (per attempt, so a retry re-stamps and re-signs), and the
 //! classification of its responses into a [`Verdict`]. Batching, retries, rate limits,
 //! the HTTP client and offsets are the engine's and know nothing of any vendor.
+//!
+//! Helpers several vendors share live here, once: [`plate`] (what "a plate without spaces"
+//! means), [`missing_photo`] (what a required photo field holds without a photo) and
+//! [`adjust`] (fields changed to fit a vendor, counted per sink and field, logged at most
+//! once per lot, field and hour).
 
 pub mod adjust;
 pub mod barrier;

@@ -188,6 +188,42 @@ mod tests {
         assert!(a.should_log("P1", "nodeName", t0 + LOG_EVERY), "an hour later");
     }
 
+    /// Collects formatted log lines for the test below.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_line_names_sink_lot_field_and_change_once_an_hour() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let a = Adjustments::new("bzx-north");
+        let t0 = Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..150 {
+                a.record_at("P1", &[NODE], t0 + Duration::from_secs(i * 30));
+            }
+        });
+        let text = String::from_utf8(lock(&lines.0).clone()).unwrap();
+        let logged: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        // 150 changes every 30 s (74.5 minutes): logged at 0 and at 60 minutes.
+        assert_eq!(logged.len(), 2, "{text}");
+        for part in ["sink=bzx-north", "lot=\"P1\"", "field=\"nodeName\"", "change=\"truncated\""] {
+            assert!(logged[0].contains(part), "{part} in {}", logged[0]);
+        }
+        assert_eq!(a.totals(), [("nodeName", Change::Truncated, 150)]);
+    }
+
     #[test]
     fn log_memory_stays_bounded() {
         let a = Adjustments::new("s");

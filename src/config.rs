@@ -294,6 +294,10 @@ pub struct RetryConfig {
     /// the backlog stays in Kafka).
     #[serde(default)]
     pub give_up_after_secs: Option<u64>,
+    /// Dead-letter a record still failing after this many attempts (default: retry
+    /// forever). A sink fault (a hold) never counts towards either limit.
+    #[serde(default)]
+    pub give_up_after_attempts: Option<u32>,
     /// How many times a stale-signature answer is re-signed and retried before the record
     /// is dead-lettered.
     #[serde(default = "default_stale_signature_retries")]
@@ -307,6 +311,7 @@ impl Default for RetryConfig {
             max_interval_ms: default_max_interval_ms(),
             multiplier: default_multiplier(),
             give_up_after_secs: None,
+            give_up_after_attempts: None,
             stale_signature_retries: default_stale_signature_retries(),
         }
     }

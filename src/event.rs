@@ -370,8 +370,15 @@ pub struct ListedCoupon {
     pub id: String,
     /// Id of the coupon definition.
     pub coupon_id: String,
+    /// Id of the coupon definition as the platform's nested coupon object gives it (zvcms
+    /// `coupon.id`); usually equal to `coupon_id`, carried as sent. Empty when not sent.
+    #[serde(default)]
+    pub definition_id: String,
     /// Title.
     pub title: String,
+    /// The coupon definition's description (zvcms `coupon.desc`); empty when not sent.
+    #[serde(default)]
+    pub description: String,
     /// `amount`, `discount`, or `unknown` when the platform's value fits neither.
     pub kind: String,
     /// Minimum order amount in cents, 0 = no minimum.

@@ -107,6 +107,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Unix time the process started.
     pub up: IntGauge,
+    /// Vendor fields a mapping changed to fit the vendor (cut to width, plate spaces
+    /// removed), by sink, vendor field and change (`truncated`, `normalized`).
+    pub fields_adjusted: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -257,6 +260,12 @@ impl Metrics {
             )?,
             ready: plain_gauge(&r, "ready", "1 while /readyz answers ready.")?,
             up: plain_gauge(&r, "start_time_seconds", "Unix time the process started.")?,
+            fields_adjusted: counter(
+                &r,
+                "vendor_fields_adjusted_total",
+                "Vendor fields changed to fit the vendor: cut to its width or normalised (plate spaces).",
+                &["sink", "field", "change"],
+            )?,
             registry: r,
         };
         m.build_info
@@ -264,6 +273,14 @@ impl Metrics {
             .set(1);
         m.up.set(chrono::Utc::now().timestamp());
         Ok(m)
+    }
+
+    /// Adds what a sink's adapter changed since the last call to `fields_adjusted`
+    /// (called periodically, like the token statistics).
+    pub fn export_adjustments(&self, sink: &str, adjustments: &crate::vendors::adjust::Adjustments) {
+        for (field, change, n) in adjustments.take_new() {
+            self.fields_adjusted.with_label_values(&[sink, field, change.as_str()]).inc_by(n);
+        }
     }
 
     /// Creates a sink's series at zero, so dashboards show them from the start and
@@ -396,6 +413,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adjusted_fields_are_exported_per_sink_field_and_change_once() {
+        use crate::vendors::adjust::{Adjusted, Adjustments};
+        let m = Metrics::new().unwrap();
+        let adjustments = Adjustments::new("bzx");
+        adjustments.record("P1", &[Adjusted::truncated("nodeName"), Adjusted::normalized("carNo")]);
+        adjustments.record("P2", &[Adjusted::truncated("nodeName")]);
+        m.export_adjustments("bzx", &adjustments);
+        m.export_adjustments("bzx", &adjustments);
+        let text = m.render();
+        for series in [
+            "lotbridge_vendor_fields_adjusted_total{change=\"truncated\",field=\"nodeName\",sink=\"bzx\"} 2",
+            "lotbridge_vendor_fields_adjusted_total{change=\"normalized\",field=\"carNo\",sink=\"bzx\"} 1",
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+    }
 
     #[test]
     fn a_new_sink_shows_its_alert_series_at_zero() {

@@ -66,6 +66,9 @@ pub struct RequestLog {
     pub code: Option<String>,
     /// Records in the request (accepted or not).
     pub records: usize,
+    /// When it was answered (Unix milliseconds), so tests can check waits between attempts.
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
 /// A fault script as accepted by `POST /_sim/faults`; every field is optional.
@@ -121,6 +124,7 @@ pub struct Control {
     faults: Mutex<FaultState>,
     records: Mutex<Vec<Recorded>>,
     requests: Mutex<Vec<RequestLog>>,
+    envelopes: Mutex<Vec<String>>,
     tokens: Mutex<HashMap<String, Instant>>,
     refuse: Notify,
 }
@@ -239,7 +243,19 @@ impl Control {
             status,
             code: code.map(str::to_string),
             records,
+            at_ms: now_millis(),
         });
+    }
+
+    /// Notes the signing envelope of a request as received (e.g. Bingzhouxing `ts` and
+    /// `auth`), whatever the answer, so tests can check each attempt was signed anew.
+    pub fn note_envelope(&self, envelope: String) {
+        lock(&self.envelopes).push(envelope);
+    }
+
+    /// The envelopes noted so far, in arrival order.
+    pub fn envelopes(&self) -> Vec<String> {
+        lock(&self.envelopes).clone()
     }
 
     /// Every accepted record so far.

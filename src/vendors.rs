@@ -5,10 +5,18 @@
 //! (pure), its auth or signing (per attempt, so a retry re-stamps and re-signs), and the
 //! classification of its responses into a [`Verdict`]. Batching, retries, rate limits,
 //! the HTTP client and offsets are the engine's and know nothing of any vendor.
+//!
+//! Helpers several vendors share live here, once: [`plate`] (what "a plate without spaces"
+//! means), [`missing_photo`] (what a required photo field holds without a photo) and
+//! [`adjust`] (fields changed to fit a vendor, counted per sink and field, logged at most
+//! once per lot, field and hour).
 
+pub mod adjust;
 pub mod barrier;
 pub mod bingzhouxing;
 pub mod isp;
+pub mod missing_photo;
+pub mod plate;
 pub mod zvcms;
 
 use crate::event::{Event, ListedCoupon};
@@ -314,6 +322,12 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Counters of the adapter's token cache, for token-based vendors (metrics).
     fn token_stats(&self) -> Option<&crate::auth::TokenStats> {
+        None
+    }
+
+    /// Fields the adapter changed to fit the vendor (cut to width, plate spaces removed),
+    /// for the `vendor_fields_adjusted_total` metric ([`crate::metrics::Metrics::export_adjustments`]).
+    fn adjustments(&self) -> Option<&adjust::Adjustments> {
         None
     }
 

@@ -1,6 +1,7 @@
 //! `lotbridge dlq inspect` and `replay` on the mock cluster: records dead-lettered by a
-//! misconfiguration (a wrong Bingzhouxing lot token) are replayed after the fix and
-//! delivered, and nothing else moves.
+//! misconfiguration (a lot bound to a Bingzhouxing lotCode the platform does not know,
+//! code 1000) are replayed after the fix and delivered, and nothing else moves. (A wrong
+//! token no longer dead-letters anything: the sink holds until it is fixed.)
 
 mod common;
 
@@ -14,8 +15,10 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Two Bingzhouxing sinks: `bzx-a` binds A1 (vendor lot 350) and A2 (351), `bzx-b` binds B1
-/// (vendor lot 900). `a1_token` is what lotbridge signs A1's requests with.
-fn config(kafka: &Kafka, a: &SimServer, b: &SimServer, a1_token: &str) -> String {
+/// (vendor lot 900). A1 is bound to vendor lot 350 when `a1` is `right`, else to 349, a
+/// lotCode platform A does not know.
+fn config(kafka: &Kafka, a: &SimServer, b: &SimServer, a1: &str) -> String {
+    let a1_lot = if a1 == "right" { "350" } else { "349" };
     let sink = |name: &str, bindings: &str, url: String| {
         format!(
             "[[sinks]]\nname = \"{name}\"\nbindings = [{bindings}]\n[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n\
@@ -23,7 +26,7 @@ fn config(kafka: &Kafka, a: &SimServer, b: &SimServer, a1_token: &str) -> String
         )
     };
     let a_bindings = format!(
-        "{{ lot = \"A1\", vendor_lot = \"350\", token = {{ value = \"{a1_token}\" }} }}, \
+        "{{ lot = \"A1\", vendor_lot = \"{a1_lot}\", token = {{ value = \"right\" }} }}, \
          {{ lot = \"A2\", vendor_lot = \"351\", token = {{ value = \"tok-351\" }} }}"
     );
     let b_bindings = "{ lot = \"B1\", vendor_lot = \"900\", token = { value = \"tok-900\" } }";
@@ -73,7 +76,7 @@ fn contents(records: &[OwnedMessage]) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// Produces three A1 entries (refused: wrong token), one A2 entry (delivered), two B1
+/// Produces three A1 entries (refused: unknown lotCode), one A2 entry (delivered), two B1
 /// entries (refused by platform B: unknown lot) and one record that is not JSON (dead-lettered
 /// by both sinks), runs the engine until every dead letter is written, and stops it.
 async fn misconfigured_run(kafka: &Kafka, toml: &str, a: &SimServer) -> Vec<OwnedMessage> {
@@ -91,7 +94,7 @@ async fn misconfigured_run(kafka: &Kafka, toml: &str, a: &SimServer) -> Vec<Owne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dead_letters_of_a_wrong_token_are_replayed_after_the_fix_and_nothing_else_moves() {
+async fn dead_letters_of_an_unknown_lot_code_are_replayed_after_the_fix_and_nothing_else_moves() {
     let kafka = Kafka::new();
     kafka.topic("in", 2);
     kafka.topic("in.dlq", 1);
@@ -99,7 +102,7 @@ async fn dead_letters_of_a_wrong_token_are_replayed_after_the_fix_and_nothing_el
     let wrong = config(&kafka, &a, &b, "wrong");
     let input = misconfigured_run(&kafka, &wrong, &a).await;
     let dead = kafka.read_all("in.dlq");
-    assert_eq!(dead.len(), 7, "3 wrong token + 2 unknown lot + 2 decode (one per sink)");
+    assert_eq!(dead.len(), 7, "3 + 2 unknown lot + 2 decode (one per sink)");
     let kc = kafka_config(&wrong);
 
     // inspect groups them by sink, stage and reason.
@@ -109,7 +112,7 @@ async fn dead_letters_of_a_wrong_token_are_replayed_after_the_fix_and_nothing_el
         summary,
         [("bzx-a", "decode", 1), ("bzx-a", "deliver", 3), ("bzx-b", "decode", 1), ("bzx-b", "deliver", 2)]
     );
-    assert!(groups[1].reason.contains("code 1002"), "{}", groups[1].reason);
+    assert!(groups[1].reason.contains("code 1000"), "{}", groups[1].reason);
     assert!(groups[3].reason.contains("code 1000"), "{}", groups[3].reason);
     assert!(groups.iter().all(|g| g.first.is_some() && g.first <= g.last));
 
@@ -121,7 +124,7 @@ async fn dead_letters_of_a_wrong_token_are_replayed_after_the_fix_and_nothing_el
     assert_eq!(replay(&kc, &later).await.expect("window").selected, 0);
     assert_eq!(kafka.read_all("in").len(), input.len(), "the dry run wrote nothing");
 
-    // The fix: the right token. Replay bzx-a's delivery failures, then run the fixed config.
+    // The fix: the right lotCode. Replay bzx-a's delivery failures, then run the fixed config.
     let fixed = config(&kafka, &a, &b, "right");
     let options = replay_options(Some("bzx-a"), Some("deliver"), false);
     let done = replay(&kc, &options).await.expect("replay");

@@ -319,3 +319,54 @@ async fn partitions_moving_while_paused_for_the_budget_are_never_left_paused() {
     assert_eq!(paused, 0, "no partition left paused");
     assert!(kafka.read_all("rebal.dlq").is_empty());
 }
+
+/// A 429 with `Retry-After: 2` pauses the whole sink: with one request in flight at a
+/// time, no request reaches the vendor until two seconds after each 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_pauses_the_sink_for_its_retry_after() {
+    let kafka = Kafka::new();
+    kafka.topic("throttle", 1);
+    let (toml, sim) = bzx(&kafka, "throttle", &["P1", "P2"], "concurrency = 1").await;
+    sim.control.throttle_next(2, 2);
+    let records = spread_over(&["P1", "P2"], 40);
+    kafka.produce_all("throttle", &records).await;
+    let engine = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { plates(&sim).len() >= 40 }).await, "delivered: {}", plates(&sim).len());
+    engine.stop().await;
+    let log = sim.control.requests();
+    let throttled: Vec<usize> = (0..log.len()).filter(|&i| log[i].status == 429).collect();
+    assert_eq!(throttled.len(), 2);
+    for i in throttled {
+        let next = log.get(i + 1).expect("a request after the 429");
+        let waited = next.at_ms - log[i].at_ms;
+        assert!(waited >= 1900, "the request after a 429 came {waited} ms later, before Retry-After (2 s)");
+    }
+}
+
+/// Bingzhouxing `1002` twice, then accepted: each retry carries a new `ts` and `auth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_retry_after_1002_is_stamped_and_signed_anew() {
+    let kafka = Kafka::new();
+    kafka.topic("resign", 1);
+    let (toml, sim) = bzx(&kafka, "resign", &["P1"], "").await;
+    sim.control.fail_next(2, Failure::Code("1002".into()));
+    kafka.produce("resign", "P1", &vehicle("e1", "P1", "晋A00001", false)).await;
+    let engine = Running::start(common::load(&toml));
+    assert!(eventually(WAIT, || async { plates(&sim).len() == 1 }).await);
+    engine.stop().await;
+    let envelopes = sim.control.envelopes();
+    assert!(envelopes.len() >= 3, "{envelopes:?}");
+    let distinct: HashSet<&String> = envelopes.iter().collect();
+    assert_eq!(distinct.len(), envelopes.len(), "no two attempts share a ts and auth: {envelopes:?}");
+    let stamps: HashSet<&str> = envelopes.iter().filter_map(|e| e.split(',').next()).collect();
+    assert_eq!(stamps.len(), envelopes.len(), "every attempt has its own ts: {envelopes:?}");
+}
+
+fn spread_over(lots: &[&str], n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let lot = lots[i % lots.len()];
+            (lot.to_string(), vehicle(&format!("e{i}"), lot, &format!("晋A{i:05}"), false))
+        })
+        .collect()
+}

@@ -293,7 +293,9 @@ fn sample_listed(request_id: &str) -> CouponsListed {
     let coupon = ListedCoupon {
         id: "UC20261101000871".into(),
         coupon_id: "C1001".into(),
+        definition_id: "C1001".into(),
         title: "满100减20停车券".into(),
+        description: "停车费满100元可用".into(),
         kind: "amount".into(),
         min_amount_cents: 10_000,
         valid_from: Some("2026-11-01T00:00:00+08:00".into()),
@@ -326,6 +328,10 @@ fn listed_output_example_matches_schema_and_rust_type() {
     assert_schema_valid(&validator(&schemas, "member.coupons.listed.json"), &value, "output example");
     let data: CouponsListed = serde_json::from_value(value["data"].clone()).unwrap();
     assert_eq!(data.coupons.len(), 2);
+    assert_eq!(
+        (data.coupons[0].definition_id.as_str(), data.coupons[0].description.as_str()),
+        ("C1001", "停车费满100元可用")
+    );
     let mut broken = value.clone();
     broken["data"]["coupons"][0]["kind"] = Value::from("percent");
     assert!(!validator(&schemas, "member.coupons.listed.json").is_valid(&broken));
@@ -369,8 +375,24 @@ fn zvcms_answers_to_the_spec_example_match_the_output_schema() {
     };
     assert_eq!(coupons[0].kind, "unknown", "an empty coupon_type");
     assert_eq!(coupons[0].status, "unknown", "an empty status without an expiry note");
+    assert_eq!((coupons[1].definition_id.as_str(), coupons[1].description.as_str()), ("70", ""));
     let data = CouponsListed { in_reply_to: "q-1".into(), member_id: "1003".into(), coupons };
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:05:00+08:00").unwrap();
     let value: Value = serde_json::from_slice(&event::encode_listed("P001", "q-1.listed", at, &data)).unwrap();
     assert_schema_valid(&validator(&load_schemas(), "member.coupons.listed.json"), &value, "zvcms answer");
+}
+
+/// The results topic's key is written in three places that consumers read: the output
+/// schema, the schema guide and the README. They must all say what lotbridge does (the
+/// engine publishes answers keyed by the member id).
+#[test]
+fn listed_output_key_is_the_member_id_everywhere() {
+    let schema = read_json(&schemas_dir().join("member.coupons.listed.json"));
+    let description = schema["description"].as_str().unwrap_or_default();
+    assert!(description.contains("member id as Kafka key"), "{description}");
+    assert!(!description.contains("request's lot as Kafka key"), "{description}");
+    let guide = std::fs::read_to_string(schemas_dir().join("README.md")).unwrap();
+    assert!(guide.contains("keyed by the\n  member id"), "schemas/README.md must say answers are keyed by member id");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("(key =\n  member id)"), "README.md must say answers are keyed by member id");
 }

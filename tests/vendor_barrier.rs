@@ -26,9 +26,10 @@ fn bindings() -> Bindings {
     )
 }
 
+/// A gateway as the spec describes it: APIs under `/artemis`, the token at the root.
 fn simulator() -> Simulator {
     Simulator::new(CLIENT_ID, Secret::new(SECRET))
-        .with_paths("/artemis/oauth/token", "/artemis/api/v1/sendCoupon")
+        .with_paths("/oauth/token", "/artemis/api/v1/sendCoupon")
         .with_parks(bindings().iter().map(|b| b.vendor_lot.clone()))
 }
 
@@ -280,4 +281,56 @@ async fn injected_failures_are_classified() {
     assert!(server.control.records().is_empty());
     assert_eq!(attempt(&adapter, &body).await, Verdict::Delivered);
     assert_eq!(server.control.records().len(), 1);
+}
+
+/// The spec gives the token at `{ip}:{port}/oauth/token`: with the recommended base URL
+/// ending in `/artemis`, the adapter still asks the root, and a gateway that serves it
+/// under the prefix needs `token_under_base_path`. A mismatch either way fails.
+#[tokio::test]
+async fn token_url_is_the_spec_root_unless_the_gateway_prefixes_it() {
+    let root = start(simulator()).await;
+    let a = adapter(&root, SECRET, "");
+    a.check_auth().await.unwrap();
+    let body = body_of(&a, &coupon_event(json!({"plate": "浙A11111"}), &["P1"]));
+    assert_eq!(attempt(&a, &body).await, Verdict::Delivered);
+    let prefixed_adapter = adapter(&root, SECRET, "token_under_base_path = true");
+    assert!(prefixed_adapter.check_auth().await.is_err(), "nothing at /artemis/oauth/token on this gateway");
+
+    let prefixed = start(simulator().with_paths("/artemis/oauth/token", "/artemis/api/v1/sendCoupon")).await;
+    assert!(adapter(&prefixed, SECRET, "").check_auth().await.is_err(), "nothing at /oauth/token on this gateway");
+    let a = adapter(&prefixed, SECRET, "token_under_base_path = true");
+    assert_eq!(attempt(&a, &body).await, Verdict::Delivered);
+}
+
+/// The simulator built from a sink's table serves the token where the table's keys say
+/// a gateway does, so an adapter reading them differently fails against it.
+#[tokio::test]
+async fn simulator_from_config_serves_the_token_where_the_keys_say() {
+    for extra in ["", "token_under_base_path = true"] {
+        let template = format!(
+            "base_url = \"http://127.0.0.1:1/artemis\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = {{ value = \"{SECRET}\" }}\n{extra}"
+        );
+        let cfg: lotbridge::vendors::barrier::Config = toml::from_str(&template).unwrap();
+        let server = start(Simulator::from_config(&cfg, &bindings(), Path::new(".")).unwrap()).await;
+        adapter(&server, SECRET, extra).check_auth().await.unwrap();
+        let other = if extra.is_empty() { "token_under_base_path = true" } else { "" };
+        assert!(adapter(&server, SECRET, other).check_auth().await.is_err(), "{extra:?} vs {other:?}");
+    }
+}
+
+/// Plates lose their spaces by default (the spec's example `浙 A11111` is a converted text
+/// with stray spaces elsewhere too); `plate_spaces = "keep"` sends them as received.
+#[tokio::test]
+async fn plates_are_sent_without_spaces_unless_kept() {
+    let server = start(simulator()).await;
+    let a = adapter(&server, SECRET, "");
+    let body = body_of(&a, &coupon_event(json!({"plate": "浙 A11111"}), &["P1"]));
+    assert_eq!(attempt(&a, &body).await, Verdict::Delivered);
+    let kept = adapter(&server, SECRET, "plate_spaces = \"keep\"");
+    let body = body_of(&kept, &coupon_event(json!({"plate": "浙 A11111"}), &["P1"]));
+    assert_eq!(attempt(&kept, &body).await, Verdict::Delivered);
+    let plates: Vec<Value> = server.control.records().into_iter().map(|r| r.record["plateNo"].clone()).collect();
+    assert_eq!(plates, [json!("浙A11111"), json!("浙 A11111")]);
+    let totals = a.adjustments().unwrap().totals();
+    assert_eq!(totals, [("plateNo", lotbridge::vendors::adjust::Change::Normalized, 1)]);
 }

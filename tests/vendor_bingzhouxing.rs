@@ -8,7 +8,9 @@ use lotbridge::photo::PhotoPolicy;
 use lotbridge::secret::Secret;
 use lotbridge::sim::bingzhouxing::Simulator;
 use lotbridge::sim::{Failure, SimServer};
+use lotbridge::vendors::adjust::Change;
 use lotbridge::vendors::bingzhouxing::{self, BingzhouxingAdapter, Config, CAR_IN_OUT};
+use lotbridge::vendors::missing_photo::placeholder_base64;
 use lotbridge::vendors::{Adapter, Endpoint, HttpResponse, Mapped, Mapping, RetryReason, Verdict};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
@@ -120,7 +122,7 @@ async fn raw_car_request(server: &SimServer, ts: i64, records: Value) -> HttpRes
 
 fn car_record() -> Value {
     json!({"carNo": "京Q8K271", "inOutType": "in", "inOutTime": "2026-03-01 08:30:00", "imgName": "a.jpg",
-           "imgData": "", "nodeName": "东门", "carStyle": "0"})
+           "imgData": TINY_JPEG, "nodeName": "东门", "carStyle": "0"})
 }
 
 #[tokio::test]
@@ -159,7 +161,8 @@ async fn vehicle_batch_arrives_as_the_platform_expects() {
         (&exit["carNo"], &exit["inOutType"], &exit["inOutTime"]),
         (&json!(""), &json!("out"), &json!("2026-03-01 09:45:10"))
     );
-    assert_eq!((&exit["carStyle"], &exit["carBrand"], &exit["imgData"]), (&json!("2"), &json!("解放"), &json!("")));
+    assert_eq!((&exit["carStyle"], &exit["carBrand"]), (&json!("2"), &json!("解放")));
+    assert_eq!(exit["imgData"], placeholder_base64(), "no photo: the placeholder, imgData is required");
     assert!(exit["imgName"].as_str().unwrap().starts_with("out_20260301094510_"), "{exit}");
 }
 
@@ -227,7 +230,7 @@ async fn an_oversized_photo_is_refused_and_dropping_it_delivers() {
     assert!(matches!(&verdict, Verdict::Reject { reason, .. } if reason.contains("imgData")), "{verdict:?}");
     let dropping = adapter_with(&server, "", lots(), PhotoPolicy::Drop);
     assert_eq!(deliver(&dropping, &[e]).await, Verdict::Delivered);
-    assert_eq!(server.control.records_for("carInOut")[0].record["imgData"], "");
+    assert_eq!(server.control.records_for("carInOut")[0].record["imgData"], placeholder_base64());
 }
 
 #[tokio::test]
@@ -351,4 +354,87 @@ async fn the_simulator_needs_every_lots_token() {
     let bindings = Bindings::from_list(vec![Binding { lot: "P001".into(), vendor_lot: "350".into(), token: None }]);
     let err = Simulator::from_config(&config("http://127.0.0.1:1", ""), &bindings, Path::new(".")).unwrap_err();
     assert!(err.to_string().contains("\"P001\"") && err.to_string().contains("no token"), "{err}");
+}
+
+fn rejected_with(verdict: &Verdict, code: &str) -> bool {
+    matches!(verdict, Verdict::Reject { reason, .. } if reason.contains(code))
+}
+
+/// The protocol family answers success as `0` or `200`: both are delivered.
+#[tokio::test]
+async fn success_answered_as_200_is_delivered() {
+    let server = start(Simulator::new(platform_lots()).with_success_codes(&["200", "0"])).await;
+    let a = adapter(&server);
+    assert_eq!(deliver(&a, &[entered("e1", "京A00001")]).await, Verdict::Delivered);
+    assert_eq!(last_code(&server).as_deref(), Some("200"));
+    assert_eq!(deliver(&a, &[entered("e2", "京A00002")]).await, Verdict::Delivered);
+    assert_eq!(last_code(&server).as_deref(), Some("0"));
+    assert_eq!(server.control.records_for("carInOut").len(), 2);
+}
+
+/// The spec writes plates without spaces: the platform refuses `carNo` with one, and the
+/// adapter sends `浙 A11111` and `浙\u{3000}B22222` without them (counted as normalized).
+#[tokio::test]
+async fn plates_with_spaces_are_refused_and_the_adapter_strips_them() {
+    let server = start(Simulator::new(platform_lots())).await;
+    let mut spaced = car_record();
+    spaced["carNo"] = json!("浙 A11111");
+    let refused = raw_car_request(&server, now_ms(), json!([spaced])).await;
+    assert_eq!(serde_json::from_slice::<Value>(&refused.body).unwrap()["code"], "1502");
+    let a = adapter(&server);
+    assert_eq!(deliver(&a, &[entered("e1", "浙 A11111"), entered("e2", "浙\u{3000}B22222")]).await, Verdict::Delivered);
+    let plates: Vec<Value> = server.control.records_for("carInOut").iter().map(|r| r.record["carNo"].clone()).collect();
+    assert_eq!(plates, [json!("浙A11111"), json!("浙B22222")]);
+    let totals = a.adjustments().unwrap().totals();
+    assert!(totals.contains(&("carNo", Change::Normalized, 2)), "{totals:?}");
+}
+
+/// `imgData` is required: a strict platform refuses it empty; `missing_photo` decides what
+/// a passage without a usable photo sends, and a lenient platform takes `""`.
+#[tokio::test]
+async fn a_passage_without_photo_follows_missing_photo() {
+    let server = start(Simulator::new(platform_lots())).await;
+    let lots = || vec![binding("P001", "350", "tok-350")];
+    let empty = adapter_with(&server, "missing_photo = \"empty\"", lots(), PhotoPolicy::Drop);
+    let verdict = deliver(&empty, &[entered("e1", "京A1")]).await;
+    assert!(rejected_with(&verdict, "1501"), "{verdict:?}");
+    assert_eq!(empty.adjustments().unwrap().totals(), [("imgData", Change::Empty, 1)]);
+    let placeholder = adapter_with(&server, "", lots(), PhotoPolicy::Drop);
+    assert_eq!(deliver(&placeholder, &[entered("e1", "京A1")]).await, Verdict::Delivered);
+    let reject = adapter_with(&server, "missing_photo = \"reject\"", lots(), PhotoPolicy::Drop);
+    assert_eq!(reject.map(&entered("e1", "京A1")).unwrap_err().field, "data.photo");
+
+    let lenient = start(Simulator::new(platform_lots()).with_strict_photos(false)).await;
+    let empty = adapter_with(&lenient, "missing_photo = \"empty\"", lots(), PhotoPolicy::Drop);
+    assert_eq!(deliver(&empty, &[entered("e1", "京A1")]).await, Verdict::Delivered);
+    assert_eq!(lenient.control.records_for("carInOut")[0].record["imgData"], "");
+}
+
+/// The simulator takes the spec's photo limit, not the sink's: a sink that raises
+/// `photo_limit` above 50 000 sees the refusal a real platform gives.
+#[tokio::test]
+async fn the_photo_limit_is_the_specs_whatever_the_sink_says() {
+    let raised = config("http://unused", "photo_limit = 60000");
+    let lots = vec![binding("P001", "350", "tok-350")];
+    let sim = Simulator::from_config(&raised, &Bindings::from_list(lots.clone()), Path::new(".")).unwrap();
+    let server = start(sim).await;
+    let a = adapter_with(&server, "photo_limit = 60000", lots, PhotoPolicy::Recompress);
+    let big = format!("/9j/{}", "A".repeat(55_000));
+    let data = json!({"plate": "京A1", "vehicle_type": "small", "gate": "g", "photo": {"jpeg_base64": big}});
+    let verdict = deliver(&a, &[event("e1", "vehicle.entered", "P001", "2026-03-01T00:00:00Z", data)]).await;
+    assert!(rejected_with(&verdict, "over 50000"), "{verdict:?}");
+}
+
+/// One heartbeat a minute per lot: a second one a moment later is refused, another lot's
+/// is not.
+#[tokio::test]
+async fn heartbeats_faster_than_the_spec_cadence_are_refused() {
+    let server = start(Simulator::new(platform_lots())).await;
+    let a = adapter(&server);
+    let beat = |lot: &str| event("h", "lot.heartbeat", lot, "2026-03-01T00:00:00Z", json!({}));
+    assert_eq!(deliver(&a, &[beat("P001")]).await, Verdict::Delivered);
+    let verdict = deliver(&a, &[beat("P001")]).await;
+    assert!(rejected_with(&verdict, "1502"), "{verdict:?}");
+    assert_eq!(deliver(&a, &[beat("P002")]).await, Verdict::Delivered, "cadence is per lot");
+    assert_eq!(server.control.records_for("heartbeat").len(), 2);
 }

@@ -8,7 +8,9 @@ use lotbridge::config::{Binding, Bindings, SinkContext};
 use lotbridge::photo::{DropReason, PhotoOutcome, PhotoPolicy};
 use lotbridge::sim::isp::Simulator;
 use lotbridge::sim::{Failure, Recorded, SimServer};
+use lotbridge::vendors::adjust::Change;
 use lotbridge::vendors::isp::{build, Config, IspAdapter};
+use lotbridge::vendors::missing_photo::placeholder_base64;
 use lotbridge::vendors::{
     Adapter, Endpoint, HttpRequest, Mapped, Mapping, PrepareError, RetryReason, SkipReason, Verdict,
 };
@@ -61,8 +63,15 @@ async fn start(sim: Simulator) -> SimServer {
     sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
+fn strict_sim() -> Simulator {
+    Simulator::new(CLIENT_ID, CLIENT_SECRET).with_lots(["ATXL/1".to_string(), "ATXL/2".to_string()])
+}
+
 async fn rig_with(secret: &str, extra: &str, photo: PhotoPolicy) -> Rig {
-    let sim = Simulator::new(CLIENT_ID, CLIENT_SECRET).with_lots(["ATXL/1".to_string(), "ATXL/2".to_string()]);
+    rig_on(strict_sim(), secret, extra, photo).await
+}
+
+async fn rig_on(sim: Simulator, secret: &str, extra: &str, photo: PhotoPolicy) -> Rig {
     let server = start(sim).await;
     let http = reqwest::Client::new();
     let adapter = adapter(&config(&server.base_url(), secret, extra), photo, &http);
@@ -138,7 +147,7 @@ async fn entries_and_departures_arrive_as_arrays() {
     let expected_first = json!({"park_code": "ATXL/1", "plate_number": "鲁A12345", "enter_time": 1588061331,
         "car_type": "2", "car_logo": "大众", "enter_pic": format!("{PREFIX}{}", small_jpeg())});
     let expected_second = json!({"park_code": "ATXL/1", "plate_number": "无牌车", "enter_time": 1588061331,
-        "car_type": "6", "car_logo": "未知", "enter_pic": ""});
+        "car_type": "6", "car_logo": "未知", "enter_pic": format!("{PREFIX}{}", placeholder_base64())});
     assert_eq!(entries, [expected_first, expected_second]);
     let log = rig.server.control.requests();
     assert!(log.iter().any(|r| r.endpoint == "park/entrance" && r.records == 2 && r.code.as_deref() == Some("200")));
@@ -153,7 +162,7 @@ async fn entries_and_departures_arrive_as_arrays() {
 
 #[tokio::test]
 async fn labels_switch_sends_the_spec_labels() {
-    let rig = rig_with(CLIENT_SECRET, "labels = true", PhotoPolicy::Recompress).await;
+    let rig = rig_on(strict_sim().with_labels(true), CLIENT_SECRET, "labels = true", PhotoPolicy::Recompress).await;
     let m = rig.map(&event("e1", "vehicle.exited", "P2", exit("alipay")));
     assert_eq!(rig.deliver("P2", m.endpoint, &[&m.record]).await, Verdict::Delivered);
     let got = &rig.records("park/departure")[0];
@@ -338,7 +347,8 @@ async fn oversize_photos_follow_the_photo_policy() {
     let m = rig.map(&event("e1", "vehicle.entered", "P1", data.clone()));
     assert_eq!(m.photo, Some(PhotoOutcome::Dropped(DropReason::TooLarge)));
     assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::Delivered);
-    assert_eq!(rig.records("park/entrance")[0].record["enter_pic"], json!(""));
+    let placeholder = format!("{PREFIX}{}", placeholder_base64());
+    assert_eq!(rig.records("park/entrance")[0].record["enter_pic"], json!(placeholder), "the dropped photo's stand-in");
 
     let rig = rig_with(CLIENT_SECRET, "", PhotoPolicy::AsIs).await;
     let m = rig.map(&event("e1", "vehicle.entered", "P1", data));
@@ -405,4 +415,118 @@ async fn every_valid_contract_example_is_accepted() {
     }
     assert_eq!(rig.server.control.records().len(), delivered);
     assert!(delivered >= 10, "{delivered}");
+}
+
+fn rejected_because(verdict: &Verdict, text: &str) -> bool {
+    matches!(verdict, Verdict::Reject { reason, .. } if reason.contains(text))
+}
+
+/// The platform is configured for codes or labels, not both: a sink whose `labels` setting
+/// differs from the platform's is refused, in both directions and for both fields.
+#[tokio::test]
+async fn car_and_pay_types_must_match_the_platforms_labels_setting() {
+    for (sim_labels, sink) in [(true, ""), (false, "labels = true")] {
+        let rig = rig_on(strict_sim().with_labels(sim_labels), CLIENT_SECRET, sink, PhotoPolicy::Drop).await;
+        let m = rig.map(&event("e1", "vehicle.exited", "P2", exit("alipay")));
+        let verdict = rig.deliver("P2", m.endpoint, &[&m.record]).await;
+        assert!(rejected_because(&verdict, "[0].car_type:"), "platform labels={sim_labels}: {verdict:?}");
+        let mut record: Value = serde_json::from_slice(&m.record).unwrap();
+        record["car_type"] = json!(if sim_labels { "小型车" } else { "2" });
+        let verdict = rig.send_body("P2", m.endpoint, Bytes::from(json!([record]).to_string())).await;
+        assert!(rejected_because(&verdict, "[0].pay_type:"), "platform labels={sim_labels}: {verdict:?}");
+        assert!(rig.records("park/departure").is_empty());
+    }
+    // A payment outside the spec's 1-7 goes out as the configured extra code or label.
+    let extra = "labels = true\npay_type_other_label = \"其它支付\"";
+    let sim =
+        Simulator::from_config(&config("http://unused", CLIENT_SECRET, extra), &bindings(), Path::new(".")).unwrap();
+    let rig = rig_on(sim, CLIENT_SECRET, extra, PhotoPolicy::Drop).await;
+    let m = rig.map(&event("e1", "vehicle.exited", "P2", exit("other")));
+    assert_eq!(rig.deliver("P2", m.endpoint, &[&m.record]).await, Verdict::Delivered);
+    assert_eq!(rig.records("park/departure")[0].record["pay_type"], "其它支付");
+}
+
+/// Required photo fields: a strict platform refuses them empty; `missing_photo` decides
+/// what a vehicle without a usable photo sends.
+#[tokio::test]
+async fn a_vehicle_without_photo_follows_missing_photo() {
+    let no_photo = json!({"plate": "鲁A1", "vehicle_type": "small", "gate": "东门"});
+    let rig = rig_with(CLIENT_SECRET, "missing_photo = \"empty\"", PhotoPolicy::Drop).await;
+    let m = rig.map(&event("e1", "vehicle.entered", "P1", no_photo.clone()));
+    let verdict = rig.deliver("P1", m.endpoint, &[&m.record]).await;
+    assert!(rejected_because(&verdict, "[0].enter_pic: required"), "{verdict:?}");
+
+    let lenient = strict_sim().with_strict_photos(false);
+    let rig = rig_on(lenient, CLIENT_SECRET, "missing_photo = \"empty\"", PhotoPolicy::Drop).await;
+    let m = rig.map(&event("e1", "vehicle.entered", "P1", no_photo.clone()));
+    assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::Delivered);
+    assert_eq!(rig.records("park/entrance")[0].record["enter_pic"], "");
+
+    let rig = rig_with(CLIENT_SECRET, "", PhotoPolicy::Drop).await; // placeholder, the default
+    let mut data = exit("cash");
+    data.as_object_mut().unwrap().remove("photo");
+    let m = rig.map(&event("e1", "vehicle.exited", "P1", data));
+    assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::Delivered);
+    assert_eq!(rig.records("park/departure")[0].record["depart_pic"], format!("{PREFIX}{}", placeholder_base64()));
+    let adjusted = rig.adapter.adjustments().unwrap().totals();
+    assert_eq!(adjusted, [("depart_pic", Change::Placeholder, 1)]);
+
+    let rig = rig_with(CLIENT_SECRET, "missing_photo = \"reject\"", PhotoPolicy::Drop).await;
+    let err = rig.adapter.map(&event("e1", "vehicle.entered", "P1", no_photo)).unwrap_err();
+    assert_eq!(err.field, "data.photo");
+}
+
+/// Plates lose their spaces by default (counted as normalized), or go as received with
+/// `plate_spaces = "keep"`.
+#[tokio::test]
+async fn plates_are_sent_without_spaces_unless_kept() {
+    let rig = rig().await;
+    for (i, plate) in ["浙 A11111", "浙\u{3000}B22222"].iter().enumerate() {
+        let m = rig.map(&event(&format!("e{i}"), "vehicle.entered", "P1", vehicle(json!(plate), None, &small_jpeg())));
+        assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::Delivered);
+    }
+    let plates: Vec<Value> =
+        rig.records("park/entrance").into_iter().map(|r| r.record["plate_number"].clone()).collect();
+    assert_eq!(plates, [json!("浙A11111"), json!("浙B22222")]);
+    assert_eq!(rig.adapter.adjustments().unwrap().totals(), [("plate_number", Change::Normalized, 2)]);
+
+    let rig = rig_with(CLIENT_SECRET, "plate_spaces = \"keep\"", PhotoPolicy::Drop).await;
+    let m = rig.map(&event("e1", "vehicle.entered", "P1", vehicle(json!("浙 A11111"), None, &small_jpeg())));
+    assert_eq!(rig.deliver("P1", m.endpoint, &[&m.record]).await, Verdict::Delivered);
+    assert_eq!(rig.records("park/entrance")[0].record["plate_number"], "浙 A11111");
+    assert!(rig.adapter.adjustments().unwrap().totals().is_empty());
+}
+
+/// Paths and the token field come from the configuration, and the simulator serves and
+/// checks what the configuration says: an adapter on the defaults fails against it.
+#[tokio::test]
+async fn token_path_data_paths_and_token_field_are_configurable() {
+    let extra = r#"
+        token_path = "/uaa/oauth/token"
+        spot_path = "/v2/park/spot"
+        spot_num_path = "/v2/park/spot-num"
+        entrance_path = "/v2/park/entrance"
+        departure_path = "/v2/park/departure"
+        token_field = "token"
+    "#;
+    let sim =
+        Simulator::from_config(&config("http://unused", CLIENT_SECRET, extra), &bindings(), Path::new(".")).unwrap();
+    let rig = rig_on(sim, CLIENT_SECRET, extra, PhotoPolicy::Drop).await;
+    let m = rig.map(&event("e1", "spaces.changed", "P2", json!({"total": 5, "free": 2})));
+    assert_eq!(rig.deliver("P2", m.endpoint, &[&m.record]).await, Verdict::Delivered);
+    let entered = rig.map(&event("e2", "vehicle.entered", "P2", vehicle(json!("鲁A1"), None, &small_jpeg())));
+    assert_eq!(rig.deliver("P2", entered.endpoint, &[&entered.record]).await, Verdict::Delivered);
+    assert_eq!((rig.records("park/spot-num").len(), rig.records("park/entrance").len()), (1, 1));
+
+    // The other token of the answer does not open data calls.
+    let paths_only = extra.replace("token_field = \"token\"", "");
+    let wrong_token =
+        adapter(&config(&rig.server.base_url(), CLIENT_SECRET, &paths_only), PhotoPolicy::Drop, &rig.http);
+    let request = wrong_token.prepare("P2", &m.endpoint, &m.record).await.unwrap();
+    let response = lotbridge::engine::deliver::execute(&rig.http, request, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(wrong_token.classify(&m.endpoint, &response), Verdict::RefreshAuth);
+
+    // The spec's default paths are not served by this platform.
+    let defaults = adapter(&config(&rig.server.base_url(), CLIENT_SECRET, ""), PhotoPolicy::Drop, &rig.http);
+    assert!(defaults.check_auth().await.is_err(), "no token at /oauth/token");
 }

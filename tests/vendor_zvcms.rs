@@ -112,7 +112,9 @@ async fn lists_a_members_coupons_and_records_the_query() {
     let usable = ListedCoupon {
         id: "100301".into(),
         coupon_id: "100".into(),
+        definition_id: "100".into(),
         title: "停车满100元减10元".into(),
+        description: "停车费满100元可用".into(),
         kind: "amount".into(),
         min_amount_cents: 10_000,
         valid_from: Some("2024-01-01T00:00:00+08:00".into()),
@@ -294,4 +296,36 @@ async fn city_wide_sinks_serve_unbound_lots() {
     let data = record(&city_wide, "P-elsewhere", json!({"member_id": "1001"}));
     assert_eq!(answered(attempt(&city_wide, "P-elsewhere", &data).await).len(), 1);
     assert_eq!(city_wide.bound_lots(), ["P1"]);
+}
+
+/// The simulator checks the token with its own implementation of the published scheme: a
+/// token the adapter forgot to URL-escape, or signed over unsorted keys, is refused.
+#[tokio::test]
+async fn the_simulator_refuses_tokens_off_the_published_scheme() {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let server = start("").await;
+    let a = adapter(&server, SECRET_KEY, "");
+    let now = chrono::Utc::now().timestamp() as u64;
+    let one = record(&a, "P1", json!({"member_id": "1001"}));
+    let mut body: Value = serde_json::from_slice(&a.body(now, 700_001, &one)).unwrap();
+    let escaped = body["Token"].as_str().unwrap().to_string();
+    body["Token"] = json!(percent_encoding::percent_decode_str(&escaped).decode_utf8().unwrap());
+    assert_ne!(body["Token"], json!(escaped), "the vector token has a '=' to escape");
+    let (reason, _) = rejected(a.classify(&USER_COUPON_LIST, &send(signed(&a, body.to_string().into()).await).await));
+    assert!(reason.contains("40001"), "unescaped token: {reason}");
+
+    // Keys in envelope order instead of sorted: a plausible misreading.
+    let nonce = "700002";
+    let text = format!("openId={}&grantCode={GRANT_CODE}&timestamp={now}&nonce={nonce}", OPEN_ID);
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET_KEY.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let token = percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut unsorted: Value = serde_json::from_slice(&a.body(now, 700_002, &one)).unwrap();
+    unsorted["Token"] = json!(token);
+    let (reason, _) =
+        rejected(a.classify(&USER_COUPON_LIST, &send(signed(&a, unsorted.to_string().into()).await).await));
+    assert!(reason.contains("40001"), "unsorted keys: {reason}");
+    assert!(server.control.records().is_empty());
 }

@@ -21,6 +21,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// What one tracked record costs in the offset trackers (offset, state, read time), counted
+/// against the budget: a record that never finishes keeps every later record's slot, and
+/// that memory must be bounded like the records themselves.
+pub(crate) const TRACKER_SLOT_BYTES: usize = 32;
+
 /// How long reading may stop for the memory budget before the partitions are paused.
 pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
@@ -111,9 +116,14 @@ impl Budget {
         !self.is_gated() || self.is_paused()
     }
 
+    /// Bytes counted against the budget: records held, and the trackers' slots.
+    fn used(&self, partitions: &Partitions) -> usize {
+        self.held_bytes() + partitions.slots() * TRACKER_SLOT_BYTES
+    }
+
     /// After routing a batch: stops reading when the sink went over its budget.
-    pub(crate) fn check(&self) {
-        if self.held_bytes() <= self.limit {
+    pub(crate) fn check(&self, partitions: &Partitions) {
+        if self.used(partitions) <= self.limit {
             return;
         }
         let mut gated = self.gated_since.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,7 +151,7 @@ impl Budget {
     /// Ends backpressure once held memory is under the resume mark: reading goes on, and
     /// paused partitions resume.
     pub(crate) fn relieve<X: ConsumerContext, C: Consumer<X>>(&self, consumer: &C, partitions: &Partitions) {
-        if self.held_bytes() >= self.resume_mark() {
+        if self.used(partitions) >= self.resume_mark() {
             return;
         }
         if self.gated_since.lock().unwrap_or_else(|p| p.into_inner()).take().is_none() {
@@ -195,5 +205,27 @@ fn seek_to_read_positions<X: ConsumerContext, C: Consumer<X>>(sink: &str, consum
     }
     if let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(5)) {
         tracing::warn!(sink, error = %e, "cannot seek back after backpressure");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A record that never finishes keeps the slots of every later, finished record: the
+    /// trackers' memory counts against the budget, so reading stops instead of growing
+    /// without bound.
+    #[test]
+    fn tracker_slots_behind_a_stuck_record_count_against_the_budget() {
+        let budget = Budget::new(1024 * 1024, &Metrics::new().unwrap(), "s");
+        let partitions = Partitions::default();
+        let tp: super::super::offsets::TopicPartition = (Arc::from("t"), 0);
+        partitions.assign([tp.clone()]);
+        let tickets: Vec<_> = partitions.register_all((0..40_000).map(|o| (&tp, o))).into_iter().flatten().collect();
+        partitions.complete_all(&tickets[1..]);
+        assert_eq!(budget.held_bytes(), 0, "every record but the first finished: no record bytes held");
+        budget.check(&partitions);
+        assert!(!budget.may_read(), "40 000 tracked slots (1.2 MiB) are over a 1 MiB budget: reading stops");
     }
 }

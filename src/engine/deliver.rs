@@ -156,11 +156,14 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
         }
         sink.gate.wait_unpaused().await;
         sink.gate.wait_rate(lot).await;
-        let verdict = {
+        let step = {
             let Some(_permit) = sink.gate.permit().await else {
                 return st.reject("sink is shutting down");
             };
-            match sink.adapter.prepare(lot, endpoint, &data).await {
+            // A request that finished while this one waited for its slot may have paused
+            // the sink (429): that pause was set before the slot was freed.
+            sink.gate.wait_unpaused().await;
+            let verdict = match sink.adapter.prepare(lot, endpoint, &data).await {
                 Ok(request) => {
                     clear_credentials_rejected(sink);
                     sent_headers = request.headers.clone();
@@ -169,16 +172,23 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
                 Err(PrepareError::Unbound) => return st.reject("the lot is no longer bound to this sink"),
                 Err(PrepareError::Internal(e)) => return st.reject(format!("internal error: {e}")),
                 Err(e) => auth_verdict(sink, e),
+            };
+            if let Some(label) = retry_label(&verdict) {
+                sink.metrics.retries.with_label_values(&[sink.name(), label]).inc();
             }
+            if clears_hold(&verdict) {
+                sink.gate.clear_hold();
+                probe = None;
+            }
+            let step = st.decide(verdict, Instant::now());
+            if let Step::PauseSink { wait } = step {
+                // Set while this request still holds its slot, so no other request slips
+                // out between the vendor's 429 and the pause.
+                sink.gate.pause_for(wait);
+            }
+            step
         };
-        if let Some(label) = retry_label(&verdict) {
-            sink.metrics.retries.with_label_values(&[sink.name(), label]).inc();
-        }
-        if clears_hold(&verdict) {
-            sink.gate.clear_hold();
-            probe = None;
-        }
-        match st.decide(verdict, Instant::now()) {
+        match step {
             Step::Finish(done) => return done,
             Step::RefreshAuth { wait } => {
                 sink.adapter.invalidate_auth(&sent_headers).await;
@@ -188,7 +198,7 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
                     }
                 }
             }
-            Step::PauseSink { wait } => sink.gate.pause_for(wait),
+            Step::PauseSink { .. } => {}
             Step::Retry { wait, reason, detail } => {
                 tracing::debug!(sink = sink.name(), lot, reason = reason.as_str(), detail, ?wait, "retrying");
                 if !pause(sink, wait).await {

@@ -62,7 +62,7 @@ pub(crate) async fn run_intake(
             Some(batch) = ahead.next(), if !ahead.is_empty() => match batch {
                 Ok::<_, String>(batch) => {
                     route_all(&sink, batch);
-                    sink.budget.check();
+                    sink.budget.check(&sink.partitions);
                 }
                 Err(e) => {
                     // Its records were never registered: reading on would commit past them.
@@ -119,6 +119,9 @@ fn housekeeping(sink: &Sink) {
     sink.metrics.finished_uncommitted.with_label_values(&[sink.name()]).set(uncommitted as i64);
     sink.metrics.assigned_partitions.with_label_values(&[sink.name()]).set(sink.partitions.assigned().len() as i64);
     sink.export_token_stats();
+    if let Some(adjusted) = sink.adapter.adjustments() {
+        sink.metrics.export_adjustments(sink.name(), adjusted);
+    }
     sink.gate.prune();
 }
 

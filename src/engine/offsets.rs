@@ -250,6 +250,12 @@ impl Partitions {
         self.lock().assigned.contains_key(tp)
     }
 
+    /// Tracker slots of every assigned partition: records read and not yet behind the
+    /// watermark, finished or not (what the trackers hold in memory).
+    pub fn slots(&self) -> usize {
+        self.lock().assigned.values().map(|s| s.tracker.len()).sum()
+    }
+
     /// Unfinished records in the given partitions.
     pub fn unfinished(&self, tps: &[TopicPartition]) -> usize {
         let inner = self.lock();

@@ -46,6 +46,7 @@ pub(crate) struct Attempts {
     backoff: ExponentialBackoff,
     started: Instant,
     give_up: Option<Duration>,
+    give_up_attempts: Option<u32>,
     stale_signature_retries: u32,
     count: u32,
     stale_signatures: u32,
@@ -73,6 +74,7 @@ impl Attempts {
             backoff,
             started: now,
             give_up: r.give_up_after_secs.map(Duration::from_secs),
+            give_up_attempts: r.give_up_after_attempts,
             stale_signature_retries: r.stale_signature_retries,
             count: 0,
             stale_signatures: 0,
@@ -129,7 +131,7 @@ impl Attempts {
             }
         }
         let elapsed = now.saturating_duration_since(self.started);
-        if self.give_up.is_some_and(|g| elapsed >= g) {
+        if self.give_up.is_some_and(|g| elapsed >= g) || self.give_up_attempts.is_some_and(|n| self.count >= n) {
             let secs = elapsed.as_secs();
             return Step::Finish(self.reject(format!("gave up after {secs} s and {} attempts: {detail}", self.count)));
         }
@@ -174,6 +176,7 @@ mod tests {
             max_interval_ms: 1000,
             multiplier: 2.0,
             give_up_after_secs: None,
+            give_up_after_attempts: None,
             stale_signature_retries: 2,
         }
     }
@@ -324,5 +327,16 @@ mod tests {
         );
         let forever = run(config(), vec![(retry(RetryReason::ServerError, None), 86_400 * 30)]);
         assert!(matches!(forever[0], Step::Retry { .. }), "default: keep waiting");
+        let cfg = RetryConfig { give_up_after_attempts: Some(2), ..config() };
+        let steps = run(cfg, vec![(retry(RetryReason::Timeout, None), 0), (retry(RetryReason::Timeout, None), 0)]);
+        assert!(matches!(steps[0], Step::Retry { .. }));
+        assert_eq!(
+            steps[1],
+            Step::Finish(Final::Rejected {
+                reason: "gave up after 0 s and 2 attempts: d".into(),
+                per_record: false,
+                attempts: 2
+            })
+        );
     }
 }

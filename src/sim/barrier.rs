@@ -92,9 +92,13 @@ impl Simulator {
         }
     }
 
-    /// The platform a `[sinks.barrier_coupon]` table talks to: its client, its paths
-    /// (including the `base_url` prefix), its extra token fields, and the bound vendor lots
-    /// as the only known park codes.
+    /// The platform a `[sinks.barrier_coupon]` table talks to: its client, its paths, its
+    /// extra token fields, and the bound vendor lots as the only known park codes.
+    ///
+    /// The token path is read here from the keys themselves, as the gateway serves it: at
+    /// the host's root as the spec says (`/oauth/token`), under `base_url`'s prefix only
+    /// when `token_under_base_path` says the gateway does so, or at an absolute
+    /// `token_path`'s own path. `sendCoupon` is under `base_url`.
     pub fn from_config(cfg: &Config, bindings: &Bindings, base_dir: &Path) -> Result<Simulator, ConfigError> {
         let client_secret = cfg.client_secret.resolve(base_dir).map_err(|source| ConfigError::Secret {
             context: "barrier_coupon simulator client_secret".into(),
@@ -102,7 +106,7 @@ impl Simulator {
         })?;
         let urls = cfg.urls("simulator")?;
         let sim = Simulator::new(cfg.client_id.clone(), client_secret)
-            .with_paths(&url_path(&urls.token), &url_path(&urls.send))
+            .with_paths(&gateway_token_path(cfg), &url_path(&urls.send))
             .with_token_form(cfg.token_form.clone())
             .with_parks(bindings.iter().map(|b| b.vendor_lot.clone()));
         Ok(sim)
@@ -158,6 +162,19 @@ impl Simulator {
             .with_state(Arc::new(self));
         SimServer::start(addr, router, control).await
     }
+}
+
+/// Where the gateway configured by `cfg` serves its token (see [`Simulator::from_config`]).
+fn gateway_token_path(cfg: &Config) -> String {
+    let path = cfg.token_path.trim();
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return url_path(path);
+    }
+    if !cfg.token_under_base_path {
+        return path.to_string();
+    }
+    let prefix = url_path(cfg.base_url.trim());
+    format!("{}{path}", prefix.trim_end_matches('/'))
 }
 
 fn url_path(url: &str) -> String {
@@ -435,16 +452,20 @@ mod tests {
     }
 
     #[test]
-    fn from_config_serves_under_the_gateway_prefix() {
+    fn from_config_serves_the_token_at_the_root_unless_prefixed() {
         let cfg: Config = toml::from_str(
             "base_url = \"http://127.0.0.1:9016/artemis\"\nclient_id = \"244221\"\nclient_secret = { value = \"54vMfi\" }",
         )
         .unwrap();
         let sim = Simulator::from_config(&cfg, &Bindings::default(), Path::new(".")).unwrap();
-        assert_eq!(
-            (sim.token_path.as_str(), sim.send_path.as_str()),
-            ("/artemis/oauth/token", "/artemis/api/v1/sendCoupon")
-        );
+        assert_eq!((sim.token_path.as_str(), sim.send_path.as_str()), ("/oauth/token", "/artemis/api/v1/sendCoupon"));
+        let prefixed: Config = toml::from_str(
+            "base_url = \"http://127.0.0.1:9016/artemis/\"\nclient_id = \"1\"\nclient_secret = { value = \"s\" }\n\
+             token_under_base_path = true",
+        )
+        .unwrap();
+        let gateway = Simulator::from_config(&prefixed, &Bindings::default(), Path::new(".")).unwrap();
+        assert_eq!(gateway.token_path, "/artemis/oauth/token");
         assert_eq!(sim.client_secret.expose(), "54vMfi");
     }
 }

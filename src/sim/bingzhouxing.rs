@@ -7,9 +7,17 @@
 //! - `lotCode`, `ts` or `auth` missing: `1501`; a `lotCode` no lot is bound to: `1000`;
 //! - `auth` other than `md5(cmd + lotCode + ts + token)` (lowercase hex, recomputed from the
 //!   lot's token), or a `ts` more than 10 s away from now: `1002`;
-//! - `data` missing or a required field missing or blank: `1501`; a value of the wrong type,
+//! - `data` missing or a required field missing or blank (in strict mode, the default, an
+//!   empty `imgData` too: the spec marks it required): `1501`; a value of the wrong type,
 //!   too long, out of range, an unknown field, more than 100 records, an `imgData` over the
-//!   photo limit or not base64: `1502`.
+//!   spec's 50 000-character limit or not base64, a `carNo` with a space (the spec writes
+//!   plates without): `1502`;
+//! - a heartbeat from a lot sooner than the spec's cadence allows after its previous one
+//!   (every minute; 5 s of jitter tolerated): `1502`.
+//!
+//! Success is `0`, or `0` and `200` in turn ([`Simulator::with_success_codes`]): the
+//! protocol family answers either, and the adapter must take both. Limits are the spec's
+//! whatever the sink's table says; tests may override them.
 //!
 //! `data` must be encoded as configured (object or JSON string) and `ts` is read in the
 //! configured unit, so a mismatched adapter sees what a real platform would answer.
@@ -43,6 +51,10 @@ use std::time::Duration;
 
 /// How far `ts` may be from the platform's clock ("超过10S请求失效").
 pub const FRESHNESS: Duration = Duration::from_secs(10);
+/// The spec's heartbeat period ("每分钟").
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(60);
+/// How much sooner than [`HEARTBEAT_PERIOD`] a heartbeat may arrive (network jitter).
+pub const HEARTBEAT_JITTER: Duration = Duration::from_secs(5);
 /// Largest `totalSpace`/`surplusSpace`: the spec's `Integer(9)`.
 const MAX_SPACE_COUNT: u64 = 999_999_999;
 
@@ -74,6 +86,13 @@ pub struct Simulator {
     ts_unit: TsUnit,
     data_encoding: DataEncoding,
     photo_limit: usize,
+    /// Whether an empty `imgData` is refused.
+    strict_photos: bool,
+    /// Shortest accepted gap between two heartbeats of one lot.
+    heartbeat_min_gap: Duration,
+    /// Success codes answered in turn.
+    success_codes: Vec<&'static str>,
+    answered: std::sync::atomic::AtomicUsize,
     control: Arc<Control>,
     /// Keys of the `carInOut` records already accepted (for `1004`).
     seen: Mutex<HashSet<String>>,
@@ -81,11 +100,14 @@ pub struct Simulator {
     /// whole with `1004`, its new records not recorded (the platform may do so; lotbridge
     /// must then split the batch). Off: `1004` only when nothing in it is new.
     duplicate_if_any: bool,
+    /// Last accepted heartbeat of each `lotCode` (Unix ms); bounded by the known lots.
+    heartbeats: Mutex<HashMap<String, i64>>,
 }
 
 impl Simulator {
     /// A platform knowing these lots (`lotCode`, token), on the spec's paths, with `ts` in
-    /// milliseconds, `data` as an object and the 50 000-character photo limit.
+    /// milliseconds, `data` as an object, the 50 000-character photo limit, `imgData`
+    /// required, heartbeats at most once a minute per lot and success answered `0`.
     pub fn new(lots: impl IntoIterator<Item = (String, Secret)>) -> Simulator {
         Simulator {
             lots: lots.into_iter().collect(),
@@ -97,9 +119,14 @@ impl Simulator {
             ts_unit: TsUnit::Millis,
             data_encoding: DataEncoding::Object,
             photo_limit: config::DEFAULT_PHOTO_LIMIT,
+            strict_photos: true,
+            heartbeat_min_gap: HEARTBEAT_PERIOD - HEARTBEAT_JITTER,
+            success_codes: vec!["0"],
+            answered: std::sync::atomic::AtomicUsize::new(0),
             control: Control::new(),
             seen: Mutex::new(HashSet::new()),
             duplicate_if_any: true,
+            heartbeats: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,9 +138,10 @@ impl Simulator {
     }
 
     /// The platform a `[sinks.bingzhouxing]` table talks to: its paths (with the
-    /// `base_url` path prefix), options and photo limit, and the bound lots' `lotCode`s
-    /// and tokens. Fails as the adapter does on a lot without token, and on one `lotCode`
-    /// bound with two different tokens.
+    /// `base_url` path prefix) and envelope options, and the bound lots' `lotCode`s and
+    /// tokens. The photo limit is the spec's, whatever `photo_limit` says: a sink that
+    /// raises it must see the refusals a real platform gives. Fails as the adapter does on
+    /// a lot without token, and on one `lotCode` bound with two different tokens.
     pub fn from_config(cfg: &Config, bindings: &Bindings, _base_dir: &Path) -> Result<Simulator, ConfigError> {
         let name = "bingzhouxing simulator";
         let settings = cfg.validate(name)?;
@@ -125,13 +153,11 @@ impl Simulator {
                 return Err(ConfigError::Invalid(msg));
             }
         }
-        let mut sim = Simulator::new(lots)
-            .with_paths(
-                &url_path(&settings.heartbeat_url),
-                &url_path(&settings.park_space_url),
-                &url_path(&settings.car_in_out_url),
-            )
-            .with_photo_limit(settings.photo_limit);
+        let mut sim = Simulator::new(lots).with_paths(
+            &url_path(&settings.heartbeat_url),
+            &url_path(&settings.park_space_url),
+            &url_path(&settings.car_in_out_url),
+        );
         sim.ts_unit = settings.ts_unit;
         sim.data_encoding = settings.data_encoding;
         Ok(sim)
@@ -162,6 +188,27 @@ impl Simulator {
     /// Refuses an `imgData` longer than `chars`.
     pub fn with_photo_limit(mut self, chars: usize) -> Simulator {
         self.photo_limit = chars;
+        self
+    }
+
+    /// Accepts an empty `imgData` (`false`), as the spec's own example sends.
+    pub fn with_strict_photos(mut self, strict: bool) -> Simulator {
+        self.strict_photos = strict;
+        self
+    }
+
+    /// Refuses a lot's heartbeat sooner than `gap` after its previous one (zero: any cadence).
+    pub fn with_heartbeat_min_gap(mut self, gap: Duration) -> Simulator {
+        self.heartbeat_min_gap = gap;
+        self
+    }
+
+    /// Answers success with these codes in turn (`["0", "200"]`: both forms the protocol
+    /// family uses). An empty list keeps `0`.
+    pub fn with_success_codes(mut self, codes: &[&'static str]) -> Simulator {
+        if !codes.is_empty() {
+            self.success_codes = codes.to_vec();
+        }
         self
     }
 
@@ -263,6 +310,17 @@ impl Answer {
     }
 }
 
+/// `ts=…,auth=…` of a request body, for the record of signing envelopes.
+fn signing_envelope(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        ts: Option<Value>,
+        auth: Option<Value>,
+    }
+    let e: Envelope = serde_json::from_slice(body).ok()?;
+    Some(format!("ts={},auth={}", e.ts?, e.auth?))
+}
+
 async fn dispatch(
     State(sim): State<Arc<Simulator>>,
     method: Method,
@@ -277,6 +335,9 @@ async fn dispatch(
     let label = command.label();
     if method != Method::POST {
         return Answer::http_error(405, path).send(&sim.control, label, 0);
+    }
+    if let Some(envelope) = signing_envelope(&body) {
+        sim.control.note_envelope(envelope);
     }
     if let Some(injected) = sim.control.before().await {
         return Answer::injected(injected, path).send(&sim.control, label, 0);
@@ -315,7 +376,10 @@ impl Simulator {
         let refused = |r: Refusal| (r, count);
         let lot_code = self.check_envelope(command, &envelope).map_err(refused)?;
         let records = match command {
-            Command::Heartbeat => vec![json!({})],
+            Command::Heartbeat => {
+                self.check_cadence(&lot_code).map_err(refused)?;
+                vec![json!({})]
+            }
             Command::ParkSpace => vec![park_space(data.map_err(refused)?).map_err(refused)?],
             Command::CarInOut => self.car_in_out(data.map_err(refused)?).map_err(refused)?,
         };
@@ -340,6 +404,23 @@ impl Simulator {
         }
         self.check_fresh(ts)?;
         Ok(lot_code.to_string())
+    }
+
+    /// A lot's heartbeat at least [`Simulator::with_heartbeat_min_gap`] after its last
+    /// accepted one; remembers it when accepted.
+    fn check_cadence(&self, lot_code: &str) -> Result<(), Refusal> {
+        let now = now_millis();
+        let min_gap = i64::try_from(self.heartbeat_min_gap.as_millis()).unwrap_or(i64::MAX);
+        let mut last = self.heartbeats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(previous) = last.get(lot_code) {
+            let gap = now.saturating_sub(*previous);
+            if gap < min_gap {
+                let detail = format!("heartbeat {gap} ms after the previous one; the spec wants one a minute");
+                return Err(Refusal::new("1502", detail));
+            }
+        }
+        last.insert(lot_code.to_string(), now);
+        Ok(())
     }
 
     fn check_fresh(&self, ts: &str) -> Result<(), Refusal> {
@@ -403,11 +484,14 @@ impl Simulator {
             return Err(Refusal::new("1502", format!("{at}.{unknown} is not a field of carInOut")));
         }
         let field = |key: &str, need: Need, max: usize| text(record, at, key, need, max);
-        field("carNo", Need::Optional, mapping::CAR_NO_MAX)?;
+        if field("carNo", Need::Optional, mapping::CAR_NO_MAX)?.contains(char::is_whitespace) {
+            return Err(Refusal::new("1502", format!("{at}.carNo must be written without spaces")));
+        }
         one_of(field("inOutType", Need::Required, 3)?, &["in", "out"], at, "inOutType")?;
         check_time(field("inOutTime", Need::Required, 19)?, at)?;
         field("imgName", Need::Required, mapping::IMG_NAME_MAX)?;
-        check_base64(field("imgData", Need::Present, self.photo_limit)?, at)?;
+        let img_need = if self.strict_photos { Need::Required } else { Need::Present };
+        check_base64(field("imgData", img_need, self.photo_limit)?, at)?;
         field("nodeName", Need::Required, mapping::NODE_NAME_MAX)?;
         field("carColor", Need::Optional, mapping::CAR_COLOR_MAX)?;
         one_of(field("carStyle", Need::Required, 1)?, &["0", "1", "2"], at, "carStyle")?;
@@ -433,7 +517,9 @@ impl Simulator {
         for record in fresh {
             self.control.record(command.label(), &accepted.lot_code, record);
         }
-        (Answer::code("0", "操作成功"), count)
+        let turn = self.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let code = self.success_codes.get(turn % self.success_codes.len().max(1)).copied().unwrap_or("0");
+        (Answer::code(code, "操作成功"), count)
     }
 
     /// The records not received before (a vehicle passage is its lot, plate, direction,
@@ -456,8 +542,8 @@ impl Simulator {
 const CAR_FIELDS: [&str; 10] =
     ["carNo", "inOutType", "inOutTime", "imgName", "imgData", "nodeName", "carColor", "carStyle", "carBrand", "remark"];
 
-/// Whether a field must be there: required fields must not be blank; `imgData` is required
-/// but may be empty (the spec's own example sends `""`).
+/// Whether a field must be there: required fields must not be blank; `Present` fields
+/// (`imgData` outside strict mode: the spec's own example sends `""`) may be empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
     Required,
@@ -566,7 +652,44 @@ mod tests {
 
     fn car() -> Value {
         json!({"carNo": "京Q8K271", "inOutType": "in", "inOutTime": "2026-03-01 08:30:00", "imgName": "a.jpg",
-               "imgData": "", "nodeName": "东门", "carStyle": "0"})
+               "imgData": "/9j/4A==", "nodeName": "东门", "carStyle": "0"})
+    }
+
+    #[test]
+    fn strict_photos_plates_and_cadence() {
+        let s = sim();
+        let with = |key: &str, value: Value| {
+            let mut record = car();
+            record[key] = value;
+            envelope("carInOut", &now(), json!([record]))
+        };
+        let (code, msg) = refused(s.handle(Command::CarInOut, &with("imgData", json!(""))));
+        assert_eq!((code, msg.contains("data[0].imgData is blank")), ("1501", true), "{msg}");
+        assert!(sim().with_strict_photos(false).handle(Command::CarInOut, &with("imgData", json!(""))).is_ok());
+        for plate in ["京Q 8K271", "京Q\u{3000}8K271"] {
+            let (code, msg) = refused(s.handle(Command::CarInOut, &with("carNo", json!(plate))));
+            assert_eq!((code, msg.contains("carNo must be written without spaces")), ("1502", true), "{msg}");
+        }
+        let beat = || envelope("heartbeat", &now(), Value::Null);
+        assert!(s.handle(Command::Heartbeat, &beat()).is_ok());
+        let (code, msg) = refused(s.handle(Command::Heartbeat, &beat()));
+        assert_eq!((code, msg.contains("one a minute")), ("1502", true), "{msg}");
+        let any_cadence = sim().with_heartbeat_min_gap(Duration::ZERO);
+        assert!(any_cadence.handle(Command::Heartbeat, &beat()).is_ok());
+        assert!(any_cadence.handle(Command::Heartbeat, &beat()).is_ok());
+    }
+
+    #[test]
+    fn success_codes_take_turns_when_configured() {
+        let s = sim().with_success_codes(&["0", "200"]);
+        let codes: Vec<Value> = (0..3)
+            .map(|i| {
+                let data = json!({"totalSpace": 9, "surplusSpace": i});
+                let accepted = s.handle(Command::ParkSpace, &envelope("parkSpace", &now(), data)).ok().unwrap();
+                s.accept(Command::ParkSpace, accepted).0.body["code"].clone()
+            })
+            .collect();
+        assert_eq!(codes, [json!("0"), json!("200"), json!("0")]);
     }
 
     #[test]
@@ -676,7 +799,10 @@ mod tests {
     #[test]
     fn a_resent_batch_is_data_that_exists() {
         let s = sim();
-        let accepted = || s.handle(Command::CarInOut, &envelope("carInOut", &now(), json!([car()]))).ok().unwrap();
+        let accepted = || match s.handle(Command::CarInOut, &envelope("carInOut", &now(), json!([car()]))) {
+            Ok(accepted) => accepted,
+            Err((r, _)) => panic!("{r:?}"),
+        };
         let (first, _) = s.accept(Command::CarInOut, accepted());
         let (second, _) = s.accept(Command::CarInOut, accepted());
         assert_eq!((first.body["code"].clone(), second.body["code"].clone()), (json!("0"), json!("1004")));

@@ -7,16 +7,23 @@
 //! header (`Authorization: Bearer <token>`) with a live token, else code 401; then the body
 //! is checked against the spec's field tables: a JSON array of 1..=100 objects, required
 //! fields present, types as listed, no unknown fields, `coordinate_system` one of the three
-//! datums, times in Unix seconds, fees with at most two decimals, `car_type` a code or label
-//! of the table, photos valid base64 (optionally behind a `data:image/...;base64,` prefix)
-//! of at most 512 KB, space counts that add up, lots that are bound (except upserts, which
-//! create them). A refusal is code 1 naming the record and field, and nothing of that
-//! request is recorded. Success is code 200 (`/park/spot` DELETE: 0), as in the examples.
+//! datums, times in Unix seconds, fees with at most two decimals, `car_type` and `pay_type`
+//! codes or labels as the sink's `labels` setting says (the platform is configured for
+//! one), photos valid base64 (optionally behind a `data:image/...;base64,` prefix) of at
+//! most 512 KB and, in strict mode (the default), not empty (the spec marks them
+//! required), space counts that add up, lots that are bound (except upserts, which create
+//! them). A refusal is code 1 naming the record and field, and nothing of that request is
+//! recorded. Success is code 200 (`/park/spot` DELETE: 0), as in the examples.
+//!
+//! The token answer carries both `access_token` and `token`, as the spec's does, with
+//! different values: only the one the platform is configured to check (`token_field`)
+//! opens data calls. Endpoints are served at the configured paths; limits are the spec's
+//! unless a test sets them.
 
 use crate::config::{Bindings, ConfigError};
 use crate::secret::Secret;
 use crate::sim::{Control, Failure, Injected, SimServer};
-use crate::vendors::isp::config::{self, AuthHeader, Config, SPEC_PHOTO_LIMIT};
+use crate::vendors::isp::config::{self, AuthHeader, Config, TokenAnswerField, SPEC_PHOTO_LIMIT};
 use crate::vendors::isp::mapping::{DEPARTURE, ENTRANCE, SPOT, SPOT_DELETE, SPOT_NUM};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -53,8 +60,11 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Plausible Unix seconds: 2000-01-01 to 2100-01-01 (milliseconds fall outside).
 const SECONDS_RANGE: std::ops::Range<i64> = 946_684_800..4_102_444_800;
 const DATUMS: [&str; 3] = ["WGS84", "GCJ02", "BD09"];
-const CAR_TYPES: [&str; 12] =
-    ["1", "2", "3", "4", "5", "6", "大型车", "小型车", "警用车", "临时车", "无号牌车", "新能源汽车"];
+const CAR_TYPE_CODES: [&str; 6] = ["1", "2", "3", "4", "5", "6"];
+const CAR_TYPE_LABELS: [&str; 6] = ["大型车", "小型车", "警用车", "临时车", "无号牌车", "新能源汽车"];
+/// `pay_type` labels of the spec's list (1-7); the list ends in "...", so other labels the
+/// platform was configured with are accepted through [`Simulator::with_pay_type_other`].
+const PAY_TYPE_LABELS: [&str; 7] = ["现金", "ETC", "微信", "支付宝", "信用卡", "储值卡", "月租卡"];
 
 /// What a field must hold.
 #[derive(Debug, Clone, Copy)]
@@ -71,8 +81,10 @@ enum Kind {
     Seconds,
     /// `WGS84`, `GCJ02` or `BD09`.
     Datum,
-    /// A `car_type` code or label.
+    /// A `car_type` code or label, as configured.
     CarType,
+    /// A `pay_type` code or label, as configured.
+    PayType,
     /// Yuan >= 0 with at most two decimals.
     Fee,
     /// Base64, optionally behind a data-URL prefix, within the photo limit.
@@ -151,8 +163,7 @@ const DEPARTURE_TABLE: Table = Table {
         req("payable_fee", Kind::Fee),
         req("paid_fee", Kind::Fee),
         req("pay_time", Kind::Seconds),
-        // The spec lists codes 1-7 and "...": any non-empty code or label.
-        req("pay_type", Kind::Code),
+        req("pay_type", Kind::PayType),
     ],
     bound_only: true,
 };
@@ -162,10 +173,41 @@ pub struct Simulator {
     state: SimState,
 }
 
+/// Where the platform serves its endpoints (URL paths).
+#[derive(Debug, Clone)]
+struct Paths {
+    token: String,
+    spot: String,
+    spot_num: String,
+    entrance: String,
+    departure: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            token: config::TOKEN_PATH.into(),
+            spot: config::SPOT_PATH.into(),
+            spot_num: config::SPOT_NUM_PATH.into(),
+            entrance: config::ENTRANCE_PATH.into(),
+            departure: config::DEPARTURE_PATH.into(),
+        }
+    }
+}
+
 struct SimState {
     /// The token request's fields and values, exactly.
     credentials: Vec<(String, Secret)>,
     auth: AuthHeader,
+    paths: Paths,
+    /// The answer field whose token opens data calls.
+    token_field: TokenAnswerField,
+    /// Whether `car_type`/`pay_type` are labels (else codes).
+    labels: bool,
+    /// `pay_type` codes or labels beyond the spec's 1-7 (its list ends in "...").
+    pay_type_other: Vec<String>,
+    /// Whether required photo fields must not be empty.
+    strict_photos: bool,
     token_lifetime: Duration,
     max_batch: usize,
     photo_limit: usize,
@@ -182,7 +224,9 @@ struct Refusal {
 
 impl Simulator {
     /// A platform for the default token fields `client_id`/`client_secret`, `Authorization:
-    /// Bearer`, 2-hour tokens, batches of 100, 512 KB photos and any lot code.
+    /// Bearer` with the `access_token`, the spec's paths, codes (not labels) with `8` as the
+    /// extra `pay_type`, required photos not empty, 2-hour tokens, batches of 100, 512 KB
+    /// photos and any lot code.
     pub fn new(client_id: &str, client_secret: &str) -> Simulator {
         let credentials = vec![
             ("client_id".to_string(), Secret::new(client_id)),
@@ -193,18 +237,39 @@ impl Simulator {
     }
 
     /// The platform a `[sinks.inspur_isp]` table talks to: the same token fields and secrets,
-    /// the same token header, its bound lots. Limits are the spec's, whatever the table says.
+    /// the same token header and token field, its paths, its `labels` setting and extra
+    /// `pay_type`, its bound lots. Limits are the spec's, whatever the table says.
     pub fn from_config(cfg: &Config, bindings: &Bindings, base_dir: &Path) -> Result<Simulator, ConfigError> {
         let name = "inspur_isp simulator";
         let credentials = config::token_fields(cfg, base_dir, name)?;
         let auth = config::auth_header(&cfg.auth_header, &cfg.auth_prefix, name)?;
-        Ok(Simulator::with_credentials(credentials, auth).with_lots(bindings.iter().map(|b| b.vendor_lot.clone())))
+        let urls = cfg.data_urls(name)?;
+        let paths = Paths {
+            token: url_path(&cfg.token_url(name)?),
+            spot: url_path(&urls.spot),
+            spot_num: url_path(&urls.spot_num),
+            entrance: url_path(&urls.entrance),
+            departure: url_path(&urls.departure),
+        };
+        let other = if cfg.labels { &cfg.pay_type_other_label } else { &cfg.pay_type_other_code };
+        let mut sim = Simulator::with_credentials(credentials, auth)
+            .with_lots(bindings.iter().map(|b| b.vendor_lot.clone()))
+            .with_token_field(cfg.token_field)
+            .with_labels(cfg.labels)
+            .with_pay_type_other(other);
+        sim.state.paths = paths;
+        Ok(sim)
     }
 
     fn with_credentials(credentials: Vec<(String, Secret)>, auth: AuthHeader) -> Simulator {
         let state = SimState {
             credentials,
             auth,
+            paths: Paths::default(),
+            token_field: TokenAnswerField::AccessToken,
+            labels: false,
+            pay_type_other: vec!["8".into()],
+            strict_photos: true,
             token_lifetime: TOKEN_LIFETIME,
             max_batch: MAX_BATCH,
             photo_limit: SPEC_PHOTO_LIMIT,
@@ -217,6 +282,30 @@ impl Simulator {
     /// Accepts only these vendor lot codes (upserts excepted).
     pub fn with_lots(mut self, lots: impl IntoIterator<Item = String>) -> Simulator {
         self.state.lots = lots.into_iter().collect();
+        self
+    }
+
+    /// Opens data calls with the answer's `field` only.
+    pub fn with_token_field(mut self, field: TokenAnswerField) -> Simulator {
+        self.state.token_field = field;
+        self
+    }
+
+    /// Expects `car_type`/`pay_type` as labels (`true`) or codes (`false`).
+    pub fn with_labels(mut self, labels: bool) -> Simulator {
+        self.state.labels = labels;
+        self
+    }
+
+    /// Also accepts this `pay_type` (the code or label of payments outside the spec's 1-7).
+    pub fn with_pay_type_other(mut self, other: &str) -> Simulator {
+        self.state.pay_type_other = vec![other.to_string()];
+        self
+    }
+
+    /// Accepts empty required photo fields (`false`), as a lenient platform does.
+    pub fn with_strict_photos(mut self, strict: bool) -> Simulator {
+        self.state.strict_photos = strict;
         self
     }
 
@@ -245,13 +334,14 @@ impl Simulator {
 
     /// The routes, without the admin routes (tests may serve them their own way).
     pub fn router(self) -> Router {
+        let paths = self.state.paths.clone();
         let state = Arc::new(self.state);
         Router::new()
-            .route("/oauth/token", post(token))
-            .route("/park/spot", post(spot).delete(spot_delete))
-            .route("/park/spot-num", post(spot_num))
-            .route("/park/entrance", post(entrance))
-            .route("/park/departure", post(departure))
+            .route(&paths.token, post(token))
+            .route(&paths.spot, post(spot).delete(spot_delete))
+            .route(&paths.spot_num, post(spot_num))
+            .route(&paths.entrance, post(entrance))
+            .route(&paths.departure, post(departure))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(state)
     }
@@ -311,10 +401,23 @@ async fn token(State(sim): Sim, headers: HeaderMap, body: Bytes) -> Response {
     if !matches || fields.len() != sim.credentials.len() || sim.control.credentials_revoked() {
         return sim.oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Bad client credentials");
     }
-    let token = sim.control.issue_token(sim.token_lifetime);
+    // Both fields, as in the spec's answer; only the configured one is a live token.
+    let live = sim.control.issue_token(sim.token_lifetime);
+    let other = format!("{:032x}", rand::random::<u128>());
+    let (access_token, token) = match sim.token_field {
+        TokenAnswerField::AccessToken => (live, other),
+        TokenAnswerField::Token => (other, live),
+    };
     sim.control.log_request(TOKEN, 200, None, 0);
     let lifetime = sim.token_lifetime.as_secs().to_string();
-    Json(json!({"access_token": token, "token_type": "bearer", "expires_in": lifetime, "scope": "all"})).into_response()
+    let answer = json!({"access_token": access_token, "token_type": "bearer", "expires_in": lifetime,
+                        "scope": "all", "token": token});
+    Json(answer).into_response()
+}
+
+/// The path of an absolute URL (`http://h:1/isp/park/spot` → `/isp/park/spot`).
+fn url_path(url: &str) -> String {
+    reqwest::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_else(|_| "/".into())
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -414,10 +517,29 @@ impl SimState {
             Kind::Count => value.as_u64().map(drop).ok_or_else(|| "must be an integer >= 0".into()),
             Kind::Seconds => check_seconds(value),
             Kind::Datum => one_of(text()?, &DATUMS),
-            Kind::CarType => one_of(text()?, &CAR_TYPES),
+            Kind::CarType => self.check_label(text()?, &CAR_TYPE_CODES, &CAR_TYPE_LABELS, &[]),
+            Kind::PayType => {
+                let codes = ["1", "2", "3", "4", "5", "6", "7"];
+                self.check_label(text()?, &codes, &PAY_TYPE_LABELS, &self.pay_type_other)
+            }
             Kind::Fee => check_fee(value),
+            Kind::Photo if self.strict_photos && text()?.is_empty() => Err("required: must not be empty".into()),
             Kind::Photo => check_photo(text()?, self.photo_limit),
         }
+    }
+
+    /// A code of `codes` or a label of `labels` as configured, or one of `extra`.
+    fn check_label(&self, text: &str, codes: &[&str], labels: &[&str], extra: &[String]) -> Result<(), String> {
+        let allowed = if self.labels { labels } else { codes };
+        if extra.iter().any(|e| e == text) {
+            return Ok(());
+        }
+        let other = if self.labels { codes } else { labels };
+        if other.contains(&text) {
+            let want = if self.labels { "labels" } else { "codes" };
+            return Err(format!("{text:?}: this platform is configured for {want}"));
+        }
+        one_of(text, allowed)
     }
 
     fn check_delete(&self, body: &[u8]) -> Result<Vec<String>, Refusal> {

@@ -2,9 +2,10 @@
 //! spec allows.
 //!
 //! Checks, in order: the envelope's fields and types, `OpenId`/`GrantCode`, the `Token`
-//! (recomputed with the configured secret key and signing variant), the `Timestamp` (at
-//! most 300 s off), the `Nonce` (a positive integer never seen before), the `Action` and
-//! the `Params`. Refusals use the `{status: false, code, message}` form with these codes
+//! (recomputed with the configured secret key and signing variant by the simulator's own
+//! implementation of the published scheme in [`signature`], never the adapter's), the
+//! `Timestamp` (at most 300 s off), the `Nonce` (a positive integer never seen before),
+//! the `Action` and the `Params`. Refusals use the `{status: false, code, message}` form with these codes
 //! (the vendor's global table is not public; they are the adapter's defaults):
 //! 40001 wrong signature, 40002 unknown OpenId or GrantCode, 40003 stale timestamp,
 //! 40004 reused nonce, 40005 malformed request.
@@ -15,9 +16,13 @@
 //! Accepted queries are recorded under the endpoint `coupon.user-coupon-list` with their
 //! `multi_store_sn` as the lot (zvcms requests carry no lot code).
 
+mod signature;
+
 use crate::config::{Bindings, ConfigError};
+use crate::secret::Secret;
 use crate::sim::{Control, Failure, Injected, SimServer};
 use crate::vendors::zvcms::config::AmountUnit;
+use crate::vendors::zvcms::sign::KeyStyle;
 use crate::vendors::zvcms::{Account, Config, ACTION};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -26,6 +31,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use signature::{Scheme, Stamp};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -54,8 +60,27 @@ pub struct Simulator {
     state: Arc<SimState>,
 }
 
+/// The account as the platform stores it: plain values, checked by [`signature`].
+struct Keys {
+    open_id: String,
+    grant_code: Secret,
+    secret_key: Secret,
+    scheme: Scheme,
+}
+
+impl Keys {
+    fn of(account: &Account) -> Keys {
+        Keys {
+            open_id: account.open_id.clone(),
+            grant_code: account.grant_code.clone(),
+            secret_key: account.secret_key.clone(),
+            scheme: Scheme { pascal: account.style == KeyStyle::Pascal, sign_action: account.sign_action },
+        }
+    }
+}
+
 struct SimState {
-    account: Account,
+    account: Keys,
     amount_unit: AmountUnit,
     control: Arc<Control>,
     /// Nonce → when it was seen (Unix seconds).
@@ -88,8 +113,12 @@ impl Simulator {
 
     /// A simulator reading `amount` filters in `unit`.
     pub fn with_amount_unit(account: Account, unit: AmountUnit) -> Simulator {
-        let state =
-            SimState { account, amount_unit: unit, control: Control::new(), nonces: Mutex::new(HashMap::new()) };
+        let state = SimState {
+            account: Keys::of(&account),
+            amount_unit: unit,
+            control: Control::new(),
+            nonces: Mutex::new(HashMap::new()),
+        };
         Simulator { state: Arc::new(state) }
     }
 
@@ -165,7 +194,7 @@ impl SimState {
         if open_id != self.account.open_id || grant_code != self.account.grant_code.expose() {
             return Err(Refusal::system(CODE_BAD_ACCOUNT, "OpenId或GrantCode无效"));
         }
-        self.check_signature(timestamp, nonce, token)?;
+        self.check_signature(&Stamp { open_id, grant_code, timestamp, nonce, action }, token)?;
         if action != ACTION {
             return Err(Refusal::bad(format!("未知的接口方法: {}", action.chars().take(64).collect::<String>())));
         }
@@ -176,8 +205,10 @@ impl SimState {
     }
 
     /// Token, then freshness, then nonce: a replayed request is caught by its nonce.
-    fn check_signature(&self, timestamp: &str, nonce: &str, token: &str) -> Result<(), Refusal> {
-        if token != self.account.token(timestamp, nonce) {
+    fn check_signature(&self, stamp: &Stamp<'_>, token: &str) -> Result<(), Refusal> {
+        let (timestamp, nonce) = (stamp.timestamp, stamp.nonce);
+        let expected = signature::expected(self.account.secret_key.expose().as_bytes(), self.account.scheme, stamp);
+        if token != expected {
             return Err(Refusal::system(CODE_BAD_SIGNATURE, "签名错误"));
         }
         let ts: i64 = digits(timestamp).ok_or_else(|| Refusal::bad("Timestamp必须是秒级时间戳"))?;
@@ -185,7 +216,9 @@ impl SimState {
         if (now - ts).abs() > MAX_SKEW_SECS {
             return Err(Refusal::system(CODE_STALE_TIMESTAMP, "时间戳已过期"));
         }
-        if digits(nonce).is_none_or(|n| n <= 0) {
+        // Plain digits of a positive 64-bit integer: lotbridge's nonces use 63 bits.
+        let positive = nonce.bytes().all(|b| b.is_ascii_digit()) && nonce.parse::<u64>().is_ok_and(|n| n > 0);
+        if !positive {
             return Err(Refusal::bad("Nonce必须是正整数"));
         }
         let mut seen = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
@@ -328,14 +361,15 @@ fn coupon(member: u64, i: u64) -> Value {
         1 => (1, (VALID_FROM, VALID_UNTIL), "已使用"),
         _ => (0, EXPIRED, "已过期"),
     };
-    let (title, coupon_type) = if i % 2 == 0 { ("停车满100元减10元", 0) } else { ("停车9折券", 1) };
+    let (title, coupon_type, desc) =
+        if i % 2 == 0 { ("停车满100元减10元", 0, "停车费满100元可用") } else { ("停车9折券", 1, "") };
     let definition = 100 + i % 2;
     json!({
         "id": id, "coupon_id": definition, "start_at": start.to_string(), "end_at": end.to_string(),
         "status": status, "verify_code": format!("ZV{id:08}"), "is_lock": if i == 3 { 2 } else { 1 },
         "date_time": date_time,
         "coupon": {"id": definition, "title": title, "coupon_type": coupon_type,
-                   "min_amount_use": min_amount_use(i), "desc": ""},
+                   "min_amount_use": min_amount_use(i), "desc": desc},
     })
 }
 

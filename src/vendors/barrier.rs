@@ -42,6 +42,8 @@ pub struct BarrierAdapter {
     send_url: String,
     codes: config::CodeTable,
     tokens: TokenCache,
+    plates: crate::vendors::plate::PlateSpaces,
+    adjustments: crate::vendors::adjust::Adjustments,
 }
 
 impl std::fmt::Debug for BarrierAdapter {
@@ -70,6 +72,8 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<BarrierAdapter, Conf
         send_url: urls.send,
         codes: cfg.code_table(),
         tokens: TokenCache::new(Box::new(fetcher), cfg.token_policy()),
+        plates: cfg.plate_spaces,
+        adjustments: crate::vendors::adjust::Adjustments::new(ctx.name),
     })
 }
 
@@ -110,8 +114,15 @@ impl Adapter for BarrierAdapter {
         let Some(park_codes) = mapping::park_codes(&grant.lots, &self.bindings) else {
             return Ok(Mapping::Skip(SkipReason::LotNotBound));
         };
-        let record = mapping::send_coupon(grant, park_codes, self.encoding)?;
+        let (record, adjusted) = mapping::send_coupon(grant, park_codes, self.encoding, self.plates)?;
+        if let Some(adjusted) = adjusted {
+            self.adjustments.record(&event.lot, &[adjusted]);
+        }
         Ok(Mapping::Record(Mapped { endpoint: SEND_COUPON, record, photo: None }))
+    }
+
+    fn adjustments(&self) -> Option<&crate::vendors::adjust::Adjustments> {
+        Some(&self.adjustments)
     }
 
     /// One record is the whole body. The engine never batches more (`max_records` is 1); if

@@ -83,6 +83,7 @@ pub struct BingzhouxingAdapter {
     car_in_out: Endpoint,
     /// Wall clock for `ts` (replaced in tests to prove every attempt is re-stamped).
     clock: fn() -> DateTime<Utc>,
+    adjustments: crate::vendors::adjust::Adjustments,
 }
 
 /// Builds the adapter of one sink: checks the settings and that every bound lot has a token.
@@ -90,7 +91,8 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<BingzhouxingAdapter,
     let settings = cfg.validate(ctx.name)?;
     let lots = config::credentials(ctx.name, &ctx.bindings)?;
     let car_in_out = Endpoint { max_records: ctx.max_records.clamp(1, mapping::MAX_BATCH), ..CAR_IN_OUT };
-    Ok(BingzhouxingAdapter { settings, lots, photo: ctx.photo, car_in_out, clock: Utc::now })
+    let adjustments = crate::vendors::adjust::Adjustments::new(ctx.name);
+    Ok(BingzhouxingAdapter { settings, lots, photo: ctx.photo, car_in_out, clock: Utc::now, adjustments })
 }
 
 impl BingzhouxingAdapter {
@@ -108,7 +110,18 @@ impl BingzhouxingAdapter {
             Some((text, outcome)) => (text, Some(outcome)),
             None => (None, None),
         };
-        let record = mapping::car_in_out(event, vehicle, direction, text.as_deref().unwrap_or_default())?;
+        let mut filled = None;
+        let img_data = match text.as_deref().filter(|t| !t.is_empty()) {
+            Some(text) => text,
+            None => {
+                let (fill, adjusted) = self.settings.missing_photo.fill("Bingzhouxing", "imgData")?;
+                filled = Some(adjusted);
+                fill
+            }
+        };
+        let (record, mut adjusted) = mapping::car_in_out(event, vehicle, direction, img_data)?;
+        adjusted.extend(filled);
+        self.adjustments.record(&event.lot, &adjusted);
         Ok(Mapping::Record(Mapped { endpoint: self.car_in_out, record, photo: outcome }))
     }
 
@@ -184,6 +197,10 @@ impl Adapter for BingzhouxingAdapter {
 
     fn classify(&self, endpoint: &Endpoint, response: &HttpResponse) -> Verdict {
         codes::classify(response, endpoint.max_records > 1)
+    }
+
+    fn adjustments(&self) -> Option<&crate::vendors::adjust::Adjustments> {
+        Some(&self.adjustments)
     }
 
     fn bound_lots(&self) -> Vec<String> {
@@ -290,7 +307,9 @@ mod tests {
         let m = record(dropping.map(&event("vehicle.entered", "P001", car.clone())).unwrap());
         assert_eq!(m.photo, Some(PhotoOutcome::Dropped(DropReason::TooLarge)));
         let sent: Value = serde_json::from_slice(&m.record).unwrap();
-        assert_eq!(sent["imgData"], "");
+        assert_eq!(sent["imgData"], crate::vendors::missing_photo::placeholder_base64(), "the default stand-in");
+        let totals = dropping.adjustments().unwrap().totals();
+        assert_eq!(totals, [("imgData", crate::vendors::adjust::Change::Placeholder, 1)]);
         let as_is = build(&cfg(), &ctx(bound(), 100, PhotoPolicy::AsIs)).unwrap();
         let m = record(as_is.map(&event("vehicle.entered", "P001", car)).unwrap());
         let sent: Value = serde_json::from_slice(&m.record).unwrap();

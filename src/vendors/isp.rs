@@ -11,12 +11,13 @@ pub mod config;
 pub mod mapping;
 pub mod token;
 
-pub use config::{Config, TokenField};
+pub use config::{Config, TokenAnswerField, TokenField};
 
 use crate::auth::{TokenCache, TokenError, TokenPolicy};
 use crate::config::{Bindings, ConfigError, SinkContext};
 use crate::event::Event;
 use crate::secret::Secret;
+use crate::vendors::adjust::Adjustments;
 use crate::vendors::{
     Adapter, Endpoint, HttpRequest, HttpResponse, MapError, Mapping, PrepareError, VendorKind, Verdict,
 };
@@ -34,6 +35,7 @@ pub struct IspAdapter {
     bindings: Arc<Bindings>,
     endpoints: Endpoints,
     tokens: TokenCache,
+    adjustments: Adjustments,
 }
 
 impl fmt::Debug for IspAdapter {
@@ -54,6 +56,7 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<IspAdapter, ConfigEr
         endpoints: Endpoints::new(settings.max_batch),
         tokens: TokenCache::new(Box::new(fetcher), TokenPolicy::default()),
         bindings: ctx.bindings.clone(),
+        adjustments: Adjustments::new(ctx.name),
         settings,
     })
 }
@@ -81,11 +84,16 @@ impl IspAdapter {
     }
 }
 
-/// Method and path of an endpoint label: deletions share `/park/spot` with upserts.
-fn route(name: &str) -> (Method, String) {
+/// Method and URL of an endpoint label: deletions share the upserts' URL; `None` for a
+/// label this adapter never maps to.
+fn route<'a>(urls: &'a config::DataUrls, name: &str) -> Option<(Method, &'a str)> {
     match name {
-        mapping::SPOT_DELETE => (Method::DELETE, format!("/{}", mapping::SPOT)),
-        other => (Method::POST, format!("/{other}")),
+        mapping::SPOT => Some((Method::POST, &urls.spot)),
+        mapping::SPOT_DELETE => Some((Method::DELETE, &urls.spot)),
+        mapping::SPOT_NUM => Some((Method::POST, &urls.spot_num)),
+        mapping::ENTRANCE => Some((Method::POST, &urls.entrance)),
+        mapping::DEPARTURE => Some((Method::POST, &urls.departure)),
+        _ => None,
     }
 }
 
@@ -103,7 +111,14 @@ impl Adapter for IspAdapter {
     }
 
     fn map(&self, event: &Event) -> Result<Mapping, MapError> {
-        mapping::map_event(event, &self.settings.map, &self.endpoints, &self.bindings)
+        let (mapping, adjusted) =
+            mapping::map_event_adjusted(event, &self.settings.map, &self.endpoints, &self.bindings)?;
+        self.adjustments.record(&event.lot, &adjusted);
+        Ok(mapping)
+    }
+
+    fn adjustments(&self) -> Option<&Adjustments> {
+        Some(&self.adjustments)
     }
 
     fn assemble(&self, endpoint: &Endpoint, records: &[&[u8]]) -> Bytes {
@@ -114,10 +129,12 @@ impl Adapter for IspAdapter {
         if self.bindings.get(lot).is_none() {
             return Err(PrepareError::Unbound);
         }
+        let Some((method, url)) = route(&self.settings.urls, endpoint.name) else {
+            return Err(PrepareError::Internal(format!("no ISP endpoint {:?}", endpoint.name)));
+        };
         let token = self.token().await?;
-        let (method, path) = route(endpoint.name);
         let headers = self.headers(token.expose())?;
-        Ok(HttpRequest { method, url: format!("{}{path}", self.settings.base_url), headers, body: data.clone() })
+        Ok(HttpRequest { method, url: url.to_string(), headers, body: data.clone() })
     }
 
     fn classify(&self, endpoint: &Endpoint, response: &HttpResponse) -> Verdict {
@@ -176,11 +193,15 @@ mod tests {
 
     #[test]
     fn routes_follow_the_spec() {
-        assert_eq!(route(mapping::SPOT), (Method::POST, "/park/spot".to_string()));
-        assert_eq!(route(mapping::SPOT_DELETE), (Method::DELETE, "/park/spot".to_string()));
-        assert_eq!(route(mapping::SPOT_NUM), (Method::POST, "/park/spot-num".to_string()));
-        assert_eq!(route(mapping::ENTRANCE), (Method::POST, "/park/entrance".to_string()));
-        assert_eq!(route(mapping::DEPARTURE), (Method::POST, "/park/departure".to_string()));
+        let a = adapter("http://127.0.0.1:9/isp");
+        let urls = &a.settings.urls;
+        let r = |name| route(urls, name).map(|(m, u)| (m, u.to_string()));
+        assert_eq!(r(mapping::SPOT), Some((Method::POST, "http://127.0.0.1:9/isp/park/spot".into())));
+        assert_eq!(r(mapping::SPOT_DELETE), Some((Method::DELETE, "http://127.0.0.1:9/isp/park/spot".into())));
+        assert_eq!(r(mapping::SPOT_NUM), Some((Method::POST, "http://127.0.0.1:9/isp/park/spot-num".into())));
+        assert_eq!(r(mapping::ENTRANCE), Some((Method::POST, "http://127.0.0.1:9/isp/park/entrance".into())));
+        assert_eq!(r(mapping::DEPARTURE), Some((Method::POST, "http://127.0.0.1:9/isp/park/departure".into())));
+        assert_eq!(r("heartbeat"), None);
     }
 
     #[test]

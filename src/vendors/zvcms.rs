@@ -191,7 +191,7 @@ impl Adapter for ZvcmsAdapter {
             return Err(PrepareError::Unbound);
         }
         let timestamp = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-        let body = self.body(timestamp, self.nonces.next(), data);
+        let body = self.body(timestamp, self.nonces.next_at(timestamp), data);
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         Ok(HttpRequest { method: http::Method::POST, url: self.url.clone(), headers, body })

@@ -21,10 +21,19 @@ pub struct Config {
     pub client_id: String,
     /// Access secret (`client_secret`, 接入密钥): `{ env = "NAME" }` or `{ file = "path" }`.
     pub client_secret: crate::secret::SecretRef,
-    /// Token endpoint: a path appended to `base_url`, or an absolute `http(s)://` URL when
-    /// the gateway serves tokens outside the API prefix. Default `/oauth/token`.
+    /// Token endpoint: a path from the root of `base_url`'s host (the spec gives
+    /// `{ip}:{port}/oauth/token`, outside the `/artemis` API prefix), or an absolute
+    /// `http(s)://` URL. Default `/oauth/token`.
     #[serde(default = "default_token_path")]
     pub token_path: String,
+    /// Put `token_path` under `base_url`'s path instead of the host root, for gateways that
+    /// serve the token behind the same prefix as the APIs (`/artemis/oauth/token`).
+    /// Default false (the spec's root path).
+    #[serde(default)]
+    pub token_under_base_path: bool,
+    /// Spaces inside `plateNo`: `strip` (default: canonical plates have none) or `keep`.
+    #[serde(default)]
+    pub plate_spaces: crate::vendors::plate::PlateSpaces,
     /// Coupon endpoint: a path appended to `base_url`, or an absolute URL.
     /// Default `/api/v1/sendCoupon`.
     #[serde(default = "default_send_path")]
@@ -152,8 +161,11 @@ impl Config {
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(invalid(sink, "base_url", "must be an http:// or https:// URL with a host"));
         }
+        // The spec's token lives at the host's root whatever prefix the APIs have.
+        let origin = parsed.origin().ascii_serialization();
+        let token_base = if self.token_under_base_path { base } else { origin.as_str() };
         Ok(Urls {
-            token: join(sink, "token_path", base, &self.token_path)?,
+            token: join(sink, "token_path", token_base, &self.token_path)?,
             send: join(sink, "send_path", base, &self.send_path)?,
         })
     }
@@ -263,17 +275,21 @@ mod tests {
         cfg.validate("coupons", &Bindings::default()).unwrap();
         assert_eq!(cfg.field_encoding, FieldEncoding::Strings);
         let urls = cfg.urls("coupons").unwrap();
-        assert_eq!(urls.token, "http://10.0.0.1:9016/artemis/oauth/token");
+        assert_eq!(urls.token, "http://10.0.0.1:9016/oauth/token", "the spec's root path, outside /artemis");
         assert_eq!(urls.send, "http://10.0.0.1:9016/artemis/api/v1/sendCoupon");
         assert_eq!(cfg.code_table().auth, vec!["401"]);
         assert_eq!(cfg.token_policy().margin, Duration::from_secs(60));
     }
 
     #[test]
-    fn token_path_may_leave_the_gateway_prefix() {
-        let cfg = parse("token_path = \"http://10.0.0.1:9016/oauth/token\"\nfield_encoding = \"typed\"");
-        assert_eq!(cfg.urls("c").unwrap().token, "http://10.0.0.1:9016/oauth/token");
+    fn token_may_live_under_the_gateway_prefix_or_elsewhere() {
+        let cfg = parse("token_under_base_path = true\nfield_encoding = \"typed\"");
+        assert_eq!(cfg.urls("c").unwrap().token, "http://10.0.0.1:9016/artemis/oauth/token");
         assert_eq!(cfg.field_encoding, FieldEncoding::Typed);
+        let cfg = parse("token_path = \"https://auth.example.cn/oauth/token\"");
+        assert_eq!(cfg.urls("c").unwrap().token, "https://auth.example.cn/oauth/token");
+        let cfg = parse("token_path = \"/gw/oauth/token\"");
+        assert_eq!(cfg.urls("c").unwrap().token, "http://10.0.0.1:9016/gw/oauth/token");
     }
 
     #[test]

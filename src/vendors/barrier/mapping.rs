@@ -7,10 +7,13 @@
 use super::config::FieldEncoding;
 use crate::config::Bindings;
 use crate::event::{CouponGrant, CouponTarget};
+use crate::vendors::adjust::Adjusted;
+use crate::vendors::plate::{self, PlateSpaces};
 use crate::vendors::MapError;
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// `generateObj` for a coupon given to a plate.
 const TO_PLATE: i64 = 1;
@@ -43,7 +46,7 @@ struct SendCoupon<'a> {
     park_codes: String,
     generate_obj: Scalar,
     #[serde(skip_serializing_if = "Option::is_none")]
-    plate_no: Option<&'a str>,
+    plate_no: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     telephone: Option<&'a str>,
     coupon_type: Scalar,
@@ -66,11 +69,24 @@ pub fn park_codes(lots: &[String], bindings: &Bindings) -> Option<String> {
     (!codes.is_empty()).then(|| codes.join(","))
 }
 
-/// The request body for `grant` delivered to `park_codes`.
-pub fn send_coupon(grant: &CouponGrant, park_codes: String, encoding: FieldEncoding) -> Result<Bytes, MapError> {
+/// `plateNo` changed by the plate rule.
+pub const PLATE_NORMALIZED: Adjusted = Adjusted::normalized("plateNo");
+
+/// The request body for `grant` delivered to `park_codes`, and whether the plate was
+/// normalized on the way.
+pub fn send_coupon(
+    grant: &CouponGrant,
+    park_codes: String,
+    encoding: FieldEncoding,
+    plates: PlateSpaces,
+) -> Result<(Bytes, Option<Adjusted>), MapError> {
     let (generate_obj, plate_no, telephone) = match &grant.to {
-        CouponTarget::Plate(plate) => (TO_PLATE, Some(plate.as_str()), None),
+        CouponTarget::Plate(plate) => (TO_PLATE, Some(plate::normalize(plate, plates)), None),
         CouponTarget::Phone(phone) => (TO_PHONE, None, Some(phone.as_str())),
+    };
+    let changed = match (&grant.to, &plate_no) {
+        (CouponTarget::Plate(sent), Some(normalized)) => normalized != sent,
+        _ => false,
     };
     let body = SendCoupon {
         park_codes,
@@ -83,7 +99,8 @@ pub fn send_coupon(grant: &CouponGrant, park_codes: String, encoding: FieldEncod
         end_time: epoch_millis("data.valid_until", &grant.valid_until)?.to_string(),
         coupon_source: &grant.source,
     };
-    serde_json::to_vec(&body).map(Bytes::from).map_err(|e| MapError::new("data", e.to_string()))
+    let bytes = serde_json::to_vec(&body).map(Bytes::from).map_err(|e| MapError::new("data", e.to_string()))?;
+    Ok((bytes, changed.then_some(PLATE_NORMALIZED)))
 }
 
 /// Epoch milliseconds; the platform has no way to express a time before 1970.
@@ -120,7 +137,21 @@ mod tests {
     }
 
     fn body(grant: &CouponGrant, encoding: FieldEncoding) -> Value {
-        serde_json::from_slice(&send_coupon(grant, "xxxxxx".into(), encoding).unwrap()).unwrap()
+        serde_json::from_slice(&send_coupon(grant, "xxxxxx".into(), encoding, PlateSpaces::Keep).unwrap().0).unwrap()
+    }
+
+    #[test]
+    fn plate_spaces_are_stripped_by_default_and_reported() {
+        for plate in ["浙 A11111", "浙\u{3000}A11111"] {
+            let grant = spec_grant(CouponTarget::Plate(plate.into()));
+            let (bytes, adjusted) =
+                send_coupon(&grant, "x".into(), FieldEncoding::Strings, PlateSpaces::Strip).unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!((body["plateNo"].as_str(), adjusted), (Some("浙A11111"), Some(PLATE_NORMALIZED)));
+        }
+        let canonical = spec_grant(CouponTarget::Plate("浙A11111".into()));
+        let (_, adjusted) = send_coupon(&canonical, "x".into(), FieldEncoding::Strings, PlateSpaces::Strip).unwrap();
+        assert_eq!(adjusted, None);
     }
 
     #[test]
@@ -147,7 +178,13 @@ mod tests {
 
     #[test]
     fn field_order_is_the_examples() {
-        let bytes = send_coupon(&spec_grant(CouponTarget::Plate("A".into())), "x".into(), FieldEncoding::Strings);
+        let bytes = send_coupon(
+            &spec_grant(CouponTarget::Plate("A".into())),
+            "x".into(),
+            FieldEncoding::Strings,
+            PlateSpaces::Strip,
+        )
+        .map(|(b, _)| b);
         let text = String::from_utf8(bytes.unwrap().to_vec()).unwrap();
         let keys = ["parkCodes", "generateObj", "plateNo", "couponType", "deductContent", "startTime", "endTime"];
         let positions: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
@@ -166,7 +203,7 @@ mod tests {
     fn times_before_1970_are_refused() {
         let mut grant = spec_grant(CouponTarget::Plate("A".into()));
         grant.valid_from = FixedOffset::east_opt(0).unwrap().with_ymd_and_hms(1969, 12, 31, 0, 0, 0).unwrap();
-        let err = send_coupon(&grant, "x".into(), FieldEncoding::Strings).unwrap_err();
+        let err = send_coupon(&grant, "x".into(), FieldEncoding::Strings, PlateSpaces::Strip).unwrap_err();
         assert_eq!(err.field, "data.valid_from");
     }
 }

@@ -29,6 +29,11 @@ pub struct Config {
     /// sink's photo policy. Default 50 000.
     #[serde(default = "default_photo_limit")]
     pub photo_limit: usize,
+    /// What the required `imgData` holds when the vehicle has no usable photo: `placeholder`
+    /// (default: a small grey JPEG, so a strict platform accepts the passage), `empty`
+    /// (`""`, as the spec's example sends) or `reject` (dead-letter the record).
+    #[serde(default)]
+    pub missing_photo: crate::vendors::missing_photo::MissingPhoto,
     /// Path of the heartbeat endpoint (cmd `heartbeat`). Default `/park/heartbeat`.
     #[serde(default = "default_heartbeat_path")]
     pub heartbeat_path: String,
@@ -91,6 +96,8 @@ pub struct Settings {
     pub data_encoding: DataEncoding,
     /// Longest `imgData`.
     pub photo_limit: usize,
+    /// `imgData` without a usable photo.
+    pub missing_photo: crate::vendors::missing_photo::MissingPhoto,
 }
 
 /// The credentials the platform issued for one lot.
@@ -116,6 +123,13 @@ impl Config {
         if self.photo_limit == 0 {
             return Err(invalid(sink, "photo_limit", "must be at least 1"));
         }
+        let placeholder = crate::vendors::missing_photo::placeholder_base64().len();
+        if self.missing_photo == crate::vendors::missing_photo::MissingPhoto::Placeholder
+            && self.photo_limit < placeholder
+        {
+            let why = format!("must be at least {placeholder} for missing_photo = \"placeholder\" to fit");
+            return Err(invalid(sink, "photo_limit", &why));
+        }
         let url = |key: &str, path: &str| -> Result<String, ConfigError> {
             if !path.starts_with('/') || path.contains(char::is_whitespace) || path.contains(['?', '#']) {
                 return Err(invalid(
@@ -133,6 +147,7 @@ impl Config {
             ts_unit: self.ts_unit,
             data_encoding: self.data_encoding,
             photo_limit: self.photo_limit,
+            missing_photo: self.missing_photo,
         })
     }
 }
@@ -223,6 +238,9 @@ mod tests {
             assert!(err.starts_with(&format!("sink \"north\": {key}: ")), "{err}");
         };
         check("photo_limit = 0", "photo_limit");
+        check("photo_limit = 100", "photo_limit");
+        let small = parse("base_url = \"http://127.0.0.1:1\"\nphoto_limit = 100\nmissing_photo = \"empty\"").unwrap();
+        assert!(small.validate("north").is_ok(), "no placeholder to fit");
         check("heartbeat_path = \"park/heartbeat\"", "heartbeat_path");
         check("park_space_path = \"/a b\"", "park_space_path");
         for base in ["ftp://host", "not a url", "http://host/api?x=1", ""] {

@@ -5,9 +5,12 @@
 //! - `vehicle.entered`/`vehicle.exited` → one `carInOut` array element, field order as in
 //!   the spec's example. Text is fitted to the spec's column widths (characters, as the
 //!   platform's string columns count them): an over-long gate or brand is cut rather than
-//!   the vehicle's passage lost.
+//!   the vehicle's passage lost, and every such change is reported as an [`Adjusted`]
+//!   field so the adapter counts and logs it.
 
 use crate::event::{Event, Spaces, Vehicle, VehicleType};
+use crate::vendors::adjust::Adjusted;
+use crate::vendors::plate::{self, PlateSpaces};
 use crate::vendors::MapError;
 use bytes::Bytes;
 use chrono::{NaiveDateTime, TimeDelta};
@@ -62,22 +65,36 @@ pub fn park_space(spaces: &Spaces) -> Bytes {
     Bytes::from(format!(r#"{{"totalSpace":{},"surplusSpace":{}}}"#, spaces.total, spaces.free))
 }
 
-/// One `carInOut` element. `img_data` is the photo as it will be sent (already fitted to
-/// the limit; empty when there is none: the field is required, the spec's example sends "").
+/// One `carInOut` element and the fields changed to fit the platform. `img_data` is the
+/// photo as it will be sent (already fitted to the limit, or the sink's `missing_photo`).
 ///
 /// Written by hand, in the spec's field order, byte for byte as serde_json would write it:
 /// a photo is then copied once, in one piece, instead of being escaped byte by byte.
-pub fn car_in_out(event: &Event, vehicle: &Vehicle, direction: Direction, img_data: &str) -> Result<Bytes, MapError> {
+pub fn car_in_out(
+    event: &Event,
+    vehicle: &Vehicle,
+    direction: Direction,
+    img_data: &str,
+) -> Result<(Bytes, Vec<Adjusted>), MapError> {
     let local = china_time(event)?;
-    let node_name = clip(vehicle.gate.trim(), NODE_NAME_MAX);
+    let mut adjusted = Vec::new();
+    let node_name = fit(&mut adjusted, "nodeName", vehicle.gate.trim(), NODE_NAME_MAX);
     if node_name.is_empty() {
         return Err(MapError::new("data.gate", "is blank; Bingzhouxing requires the entrance or exit name (nodeName)"));
     }
+    let car_brand = vehicle
+        .brand
+        .as_deref()
+        .map(|b| fit(&mut adjusted, "carBrand", b.trim(), CAR_BRAND_MAX))
+        .filter(|b| !b.is_empty());
     let photo_name = vehicle.photo.as_ref().and_then(|p| p.name.as_deref());
-    let car_no = plate_text(vehicle.plate.as_deref());
     let img_name = image_name(photo_name, direction, local, &event.id);
-    let car_color = vehicle.plate_color.as_deref().map(color_text).filter(|c| !c.is_empty());
-    let car_brand = vehicle.brand.as_deref().map(|b| clip(b.trim(), CAR_BRAND_MAX)).filter(|b| !b.is_empty());
+    if photo_name.is_some_and(|own| !own.trim().is_empty() && !own.ends_with(&*img_name)) {
+        adjusted.push(Adjusted::truncated("imgName"));
+    }
+    let (car_no, plate_changes) = plate_fitted(vehicle.plate.as_deref());
+    adjusted.extend(plate_changes);
+    let car_color = vehicle.plate_color.as_deref().map(|c| color_fitted(&mut adjusted, c)).filter(|c| !c.is_empty());
     let mut out = Vec::with_capacity(200 + img_data.len() + car_no.len() + img_name.len() + node_name.len());
     out.extend_from_slice(b"{\"carNo\":");
     push_json_str(&mut out, &car_no);
@@ -102,7 +119,16 @@ pub fn car_in_out(event: &Event, vehicle: &Vehicle, direction: Direction, img_da
         push_json_str(&mut out, brand);
     }
     out.push(b'}');
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), adjusted))
+}
+
+/// The first `max` characters of `text`, noting in `adjusted` when `field` was cut.
+fn fit<'t>(adjusted: &mut Vec<Adjusted>, field: &'static str, text: &'t str, max: usize) -> &'t str {
+    let cut = clip(text, max);
+    if cut.len() != text.len() {
+        adjusted.push(Adjusted::truncated(field));
+    }
+    cut
 }
 
 /// Appends `text` as a JSON string exactly as serde_json writes it. Text with nothing to
@@ -153,16 +179,30 @@ fn china_time(event: &Event) -> Result<NaiveDateTime, MapError> {
         .ok_or_else(|| MapError::new("at", "is out of the representable range"))
 }
 
-/// The plate as the platform writes it: no spaces or separator dots, Latin letters in
-/// upper case (`京 q·8k271` → `京Q8K271`); empty for a vehicle without plate.
+/// The plate as the platform writes it: no spaces (the shared rule, always `strip`: the
+/// spec writes plates without them) or separator dots, Latin letters in upper case
+/// (`京 q·8k271` → `京Q8K271`); empty for a vehicle without plate.
 pub fn plate_text(plate: Option<&str>) -> String {
-    let text: String = plate
-        .unwrap_or_default()
+    plate_fitted(plate).0
+}
+
+/// [`plate_text`] and how it changed the plate (`carNo` normalized and/or truncated).
+fn plate_fitted(plate: Option<&str>) -> (String, Vec<Adjusted>) {
+    let given = plate.unwrap_or_default();
+    let text: String = plate::normalize(given, PlateSpaces::Strip)
         .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '·' | '•' | '・'))
+        .filter(|c| !matches!(c, '·' | '•' | '・'))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    clip(&text, CAR_NO_MAX).to_string()
+    let mut adjusted = Vec::new();
+    if text != given {
+        adjusted.push(Adjusted::normalized("carNo"));
+    }
+    let cut = clip(&text, CAR_NO_MAX);
+    if cut.len() != text.len() {
+        adjusted.push(Adjusted::truncated("carNo"));
+    }
+    (cut.to_string(), adjusted)
 }
 
 /// `carStyle`: 0 = car, 1 = large vehicle, 2 = goods vehicle. The contract's other types
@@ -194,6 +234,16 @@ fn color_text(color: &str) -> &str {
     ];
     let key = color.replace(['-', ' '], "_");
     NAMES.iter().find(|(en, _)| en.eq_ignore_ascii_case(&key)).map_or_else(|| clip(color, CAR_COLOR_MAX), |(_, zh)| zh)
+}
+
+/// [`color_text`], noting in `adjusted` when an untranslated colour was cut to width.
+fn color_fitted<'c>(adjusted: &mut Vec<Adjusted>, color: &'c str) -> &'c str {
+    let text = color_text(color);
+    let untranslated = color.trim();
+    if text.len() < untranslated.len() && untranslated.starts_with(text) {
+        adjusted.push(Adjusted::truncated("carColor"));
+    }
+    text
 }
 
 /// The photo's own file name when it fits `imgName`, else one derived from the direction,
@@ -235,7 +285,7 @@ mod tests {
 
     fn car(e: &Event, img: &str) -> Value {
         let (v, d) = vehicle_of(e);
-        serde_json::from_slice(&car_in_out(e, v, d, img).unwrap()).unwrap()
+        serde_json::from_slice(&car_in_out(e, v, d, img).unwrap().0).unwrap()
     }
 
     #[test]
@@ -261,7 +311,7 @@ mod tests {
             "carStyle": "0", "carBrand": "大众"});
         assert_eq!(car(&e, "/9j/4A=="), expected);
         let (v, d) = vehicle_of(&e);
-        let text = String::from_utf8(car_in_out(&e, v, d, "").unwrap().to_vec()).unwrap();
+        let text = String::from_utf8(car_in_out(&e, v, d, "").unwrap().0.to_vec()).unwrap();
         assert!(text.starts_with(r#"{"carNo":"闽A123456","inOutType":"in","inOutTime":"#), "spec order: {text}");
     }
 
@@ -337,6 +387,39 @@ mod tests {
         assert_eq!(got["nodeName"].as_str().unwrap().chars().count(), NODE_NAME_MAX);
         assert_eq!(got["carBrand"].as_str().unwrap().len(), CAR_BRAND_MAX);
         assert_eq!(got["carColor"], "黄绿");
+        let (v, d) = vehicle_of(&e);
+        let (_, adjusted) = car_in_out(&e, v, d, "").unwrap();
+        assert_eq!(adjusted, [Adjusted::truncated("nodeName"), Adjusted::truncated("carBrand")]);
+        let mut colors = Vec::new();
+        assert_eq!(color_fitted(&mut colors, "Yellow-Green"), "黄绿");
+        assert_eq!(color_fitted(&mut colors, &"紫".repeat(45)).chars().count(), CAR_COLOR_MAX);
+        assert_eq!(colors, [Adjusted::truncated("carColor")]);
+    }
+
+    #[test]
+    fn every_change_to_fit_is_reported() {
+        let long_name = format!("{}.jpg", "p".repeat(60));
+        let e = event(
+            "vehicle.entered",
+            "2026-03-01T00:00:00Z",
+            json!({"plate": "京 q·8k271", "vehicle_type": "small", "gate": "东门",
+                   "photo": {"name": long_name, "jpeg_base64": "/9j/4A=="}}),
+        );
+        let (v, d) = vehicle_of(&e);
+        let (bytes, adjusted) = car_in_out(&e, v, d, "/9j/4A==").unwrap();
+        let got: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(got["carNo"], "京Q8K271");
+        assert!(got["imgName"].as_str().unwrap().starts_with("in_"));
+        assert_eq!(adjusted, [Adjusted::truncated("imgName"), Adjusted::normalized("carNo")]);
+        let fitting = event(
+            "vehicle.entered",
+            "2026-03-01T00:00:00Z",
+            json!({"plate": "京Q8K271", "vehicle_type": "small", "gate": "东门", "brand": "大众",
+                   "photo": {"name": "cam/1.jpg", "jpeg_base64": "/9j/4A=="}}),
+        );
+        let (v, d) = vehicle_of(&fitting);
+        assert!(car_in_out(&fitting, v, d, "/9j/4A==").unwrap().1.is_empty());
+        assert_eq!(plate_fitted(Some(&"A".repeat(40))).1, [Adjusted::truncated("carNo")]);
     }
 
     #[test]

@@ -11,12 +11,22 @@ use crate::photo::PhotoPolicy;
 use crate::secret::{Secret, SecretRef};
 use crate::vendors::isp::mapping::MapSettings;
 use crate::vendors::isp::token::TokenRequest;
+use crate::vendors::missing_photo::MissingPhoto;
+use crate::vendors::plate::PlateSpaces;
 use http::header::{HeaderName, HeaderValue};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Path of the token endpoint below `base_url`.
+/// Path of the token endpoint below `base_url` (the spec's `接口地址`).
 pub const TOKEN_PATH: &str = "/oauth/token";
+/// Path of lot upserts and deletions.
+pub const SPOT_PATH: &str = "/park/spot";
+/// Path of space counts.
+pub const SPOT_NUM_PATH: &str = "/park/spot-num";
+/// Path of entries.
+pub const ENTRANCE_PATH: &str = "/park/entrance";
+/// Path of departures.
+pub const DEPARTURE_PATH: &str = "/park/departure";
 /// The spec's photo limit: 512 KB of text, prefix included.
 pub const SPEC_PHOTO_LIMIT: usize = 512 * 1024;
 /// The spec's example puts this before the base64 text.
@@ -31,9 +41,37 @@ const MIN_PHOTO_LIMIT: usize = 4 * 1024;
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Base URL of the platform (`https://isp.example.cn`); requests go to
-    /// `{base_url}/oauth/token` and `{base_url}/park/...`.
+    /// Base URL of the platform (`https://isp.example.cn`); the paths below are appended.
     pub base_url: String,
+    /// Token endpoint: a path appended to `base_url`, or an absolute `http(s)://` URL when
+    /// the token server is elsewhere (default `/oauth/token`, the spec's).
+    #[serde(default = "default_token_path")]
+    pub token_path: String,
+    /// Lot upserts (`POST`) and deletions (`DELETE`): path or absolute URL (default `/park/spot`).
+    #[serde(default = "default_spot_path")]
+    pub spot_path: String,
+    /// Space counts: path or absolute URL (default `/park/spot-num`).
+    #[serde(default = "default_spot_num_path")]
+    pub spot_num_path: String,
+    /// Entries: path or absolute URL (default `/park/entrance`).
+    #[serde(default = "default_entrance_path")]
+    pub entrance_path: String,
+    /// Departures: path or absolute URL (default `/park/departure`).
+    #[serde(default = "default_departure_path")]
+    pub departure_path: String,
+    /// Which field of the token answer is the token sent with data calls: `access_token`
+    /// (default, the OAuth field) or `token` (the spec's answer carries both).
+    #[serde(default)]
+    pub token_field: TokenAnswerField,
+    /// Spaces inside plates: `strip` (default: ASCII and ideographic spaces removed, the
+    /// canonical plate) or `keep` (sent as received, as the spec's example shows one).
+    #[serde(default)]
+    pub plate_spaces: PlateSpaces,
+    /// What the required `enter_pic`/`depart_pic` hold when the vehicle has no usable photo:
+    /// `placeholder` (default: a small grey JPEG, so strict platforms accept the passage),
+    /// `empty` (`""`, for lenient platforms) or `reject` (dead-letter the record).
+    #[serde(default)]
+    pub missing_photo: MissingPhoto,
     /// Client id sent to the token endpoint.
     pub client_id: String,
     /// Client secret sent to the token endpoint: `{ env = "NAME" }` or `{ file = "path" }`.
@@ -85,6 +123,40 @@ pub struct Config {
     pub photo_prefix: String,
 }
 
+/// The field of the token answer whose value authorizes data calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAnswerField {
+    /// `access_token`.
+    #[default]
+    AccessToken,
+    /// `token`.
+    Token,
+}
+
+impl TokenAnswerField {
+    /// The JSON field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAnswerField::AccessToken => "access_token",
+            TokenAnswerField::Token => "token",
+        }
+    }
+}
+
+/// The absolute URLs of the data endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataUrls {
+    /// Lot upserts and deletions.
+    pub spot: String,
+    /// Space counts.
+    pub spot_num: String,
+    /// Entries.
+    pub entrance: String,
+    /// Departures.
+    pub departure: String,
+}
+
 /// A value of `token_extra_fields`.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(untagged)]
@@ -95,6 +167,21 @@ pub enum TokenField {
     Secret(SecretRef),
 }
 
+fn default_token_path() -> String {
+    TOKEN_PATH.into()
+}
+fn default_spot_path() -> String {
+    SPOT_PATH.into()
+}
+fn default_spot_num_path() -> String {
+    SPOT_NUM_PATH.into()
+}
+fn default_entrance_path() -> String {
+    ENTRANCE_PATH.into()
+}
+fn default_departure_path() -> String {
+    DEPARTURE_PATH.into()
+}
 fn default_client_id_field() -> String {
     "client_id".into()
 }
@@ -143,6 +230,8 @@ pub struct AuthHeader {
 pub struct Settings {
     /// Base URL without a trailing `/`.
     pub base_url: String,
+    /// The data endpoints.
+    pub urls: DataUrls,
     /// The token request.
     pub token: TokenRequest,
     /// The token header of data requests.
@@ -161,10 +250,33 @@ impl Config {
         self.check_text_keys(sink)?;
         check_bindings(&ctx.bindings).map_err(|e| invalid(sink, "bindings", e))?;
         let fields = token_fields(self, ctx.base_dir, sink)?;
-        let token = TokenRequest { url: format!("{base_url}{TOKEN_PATH}"), fields };
+        let token = TokenRequest { url: self.token_url(sink)?, fields, answer_field: self.token_field };
         let auth = auth_header(&self.auth_header, &self.auth_prefix, sink)?;
         let max_batch = self.max_batch.min(ctx.max_records).max(1);
-        Ok(Settings { base_url, token, auth, max_batch, map: self.map_settings(ctx.photo) })
+        let urls = self.data_urls(sink)?;
+        Ok(Settings { base_url, urls, token, auth, max_batch, map: self.map_settings(ctx.photo) })
+    }
+
+    /// The absolute token URL. Shared with the simulator, which serves it there.
+    pub fn token_url(&self, sink: &str) -> Result<String, ConfigError> {
+        let base = check_base_url(&self.base_url).map_err(|e| invalid(sink, "base_url", e))?;
+        join(sink, "token_path", &base, &self.token_path)
+    }
+
+    /// The absolute data URLs. Shared with the simulator, which serves them there.
+    pub fn data_urls(&self, sink: &str) -> Result<DataUrls, ConfigError> {
+        let base = check_base_url(&self.base_url).map_err(|e| invalid(sink, "base_url", e))?;
+        let urls = DataUrls {
+            spot: join(sink, "spot_path", &base, &self.spot_path)?,
+            spot_num: join(sink, "spot_num_path", &base, &self.spot_num_path)?,
+            entrance: join(sink, "entrance_path", &base, &self.entrance_path)?,
+            departure: join(sink, "departure_path", &base, &self.departure_path)?,
+        };
+        let all = [&urls.spot, &urls.spot_num, &urls.entrance, &urls.departure];
+        if all.iter().enumerate().any(|(i, u)| all[..i].contains(u)) {
+            return Err(invalid(sink, "spot_path", "the four data endpoints must have distinct URLs"));
+        }
+        Ok(urls)
     }
 
     fn check_text_keys(&self, sink: &str) -> Result<(), ConfigError> {
@@ -196,8 +308,22 @@ impl Config {
             photo_limit: self.photo_limit_bytes,
             photo_prefix: self.photo_prefix.clone(),
             photo_policy,
+            plate_spaces: self.plate_spaces,
+            missing_photo: self.missing_photo,
         }
     }
+}
+
+/// A path appended to `base`, or an absolute `http(s)://` URL taken as it is.
+fn join(sink: &str, key: &str, base: &str, path: &str) -> Result<String, ConfigError> {
+    let path = path.trim();
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return check_base_url(path).map_err(|e| invalid(sink, key, e));
+    }
+    if !path.starts_with('/') || path.contains(char::is_whitespace) || path.contains(['?', '#']) {
+        return Err(invalid(sink, key, format!("{path:?} must start with / (or be an absolute URL), without spaces")));
+    }
+    Ok(format!("{base}{path}"))
 }
 
 /// The token request's fields in order (id, secret, extras), secrets resolved from `base_dir`.
@@ -317,6 +443,33 @@ mod tests {
         assert_eq!(s.map.pay_type_other_code, "8");
         assert_eq!((s.map.no_plate.as_str(), s.map.unknown_brand.as_str()), ("无牌车", "未知"));
         assert_eq!((s.map.photo_limit, s.map.photo_prefix.as_str()), (524_288, "data:image/jpg;base64,"));
+        assert_eq!(s.urls.departure, "http://127.0.0.1:9/isp/park/departure");
+        assert_eq!(s.token.answer_field, TokenAnswerField::AccessToken);
+        assert_eq!(s.map.plate_spaces, PlateSpaces::Strip);
+    }
+
+    #[test]
+    fn paths_and_token_field_are_configurable() {
+        let cfg = parse(
+            r#"
+            token_path = "https://auth.example.cn/uaa/oauth/token"
+            spot_path = "/v2/park/spot"
+            spot_num_path = "/v2/park/spot-num"
+            entrance_path = "/v2/park/entrance"
+            departure_path = "https://isp.example.cn/v2/park/departure"
+            token_field = "token"
+            plate_spaces = "keep"
+            "#,
+        )
+        .unwrap();
+        let s = settings_of(&cfg, Vec::new()).unwrap();
+        assert_eq!(s.token.url, "https://auth.example.cn/uaa/oauth/token");
+        assert_eq!(s.urls.spot, "http://127.0.0.1:9/isp/v2/park/spot");
+        assert_eq!(s.urls.spot_num, "http://127.0.0.1:9/isp/v2/park/spot-num");
+        assert_eq!(s.urls.entrance, "http://127.0.0.1:9/isp/v2/park/entrance");
+        assert_eq!(s.urls.departure, "https://isp.example.cn/v2/park/departure");
+        assert_eq!(s.token.answer_field, TokenAnswerField::Token);
+        assert_eq!(s.map.plate_spaces, PlateSpaces::Keep);
     }
 
     #[test]
@@ -363,6 +516,9 @@ mod tests {
             ("auth_prefix = \"Bearer x\"", "auth_prefix"),
             ("client_secret_field = \"client_id\"", "client_secret_field"),
             ("token_extra_fields = { client_id = \"again\" }", "token_extra_fields.client_id"),
+            ("token_path = \"oauth/token\"", "token_path"),
+            ("entrance_path = \"/park/spot\"", "spot_path"),
+            ("departure_path = \"ftp://x/y\"", "departure_path"),
         ];
         for (extra, key) in cases {
             let err = error_of(extra);
@@ -384,6 +540,8 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = parse("label = true").unwrap_err().to_string();
         assert!(err.contains("unknown field `label`"), "{err}");
+        assert!(parse("token_field = \"jwt\"").is_err());
+        assert!(parse("plate_spaces = \"trim\"").is_err());
     }
 
     #[test]

@@ -7,6 +7,9 @@
 use crate::config::Bindings;
 use crate::event::{Event, EventData, Exit, LotInfo, PaymentMethod, Photo, Spaces, Vehicle, VehicleType};
 use crate::photo::{PhotoOutcome, PhotoPolicy};
+use crate::vendors::adjust::Adjusted;
+use crate::vendors::missing_photo::MissingPhoto;
+use crate::vendors::plate::{self, PlateSpaces};
 use crate::vendors::{Coalesce, Endpoint, MapError, Mapped, Mapping, SkipReason};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -71,7 +74,14 @@ pub struct MapSettings {
     pub photo_prefix: String,
     /// What to do with photos over the limit.
     pub photo_policy: PhotoPolicy,
+    /// Spaces inside plates.
+    pub plate_spaces: PlateSpaces,
+    /// What `enter_pic`/`depart_pic` hold without a usable photo.
+    pub missing_photo: MissingPhoto,
 }
+
+/// `plate_number` changed by the plate rule.
+pub const PLATE_NORMALIZED: Adjusted = Adjusted::normalized("plate_number");
 
 /// Maps one event to its ISP record; see [`crate::vendors::Adapter::map`].
 pub fn map_event(
@@ -80,22 +90,52 @@ pub fn map_event(
     endpoints: &Endpoints,
     bindings: &Bindings,
 ) -> Result<Mapping, MapError> {
+    map_event_adjusted(event, settings, endpoints, bindings).map(|(mapping, _)| mapping)
+}
+
+/// [`map_event`], also saying which fields were changed to fit the platform.
+pub fn map_event_adjusted(
+    event: &Event,
+    settings: &MapSettings,
+    endpoints: &Endpoints,
+    bindings: &Bindings,
+) -> Result<(Mapping, Vec<Adjusted>), MapError> {
     if !handled(&event.data) {
-        return Ok(Mapping::Skip(SkipReason::TypeNotHandled));
+        return Ok((Mapping::Skip(SkipReason::TypeNotHandled), Vec::new()));
     }
     let Some(binding) = bindings.get(&event.lot) else {
-        return Ok(Mapping::Skip(SkipReason::LotNotBound));
+        return Ok((Mapping::Skip(SkipReason::LotNotBound), Vec::new()));
     };
+    let changed = vehicle_of(&event.data)
+        .and_then(|v| v.plate.as_deref())
+        .is_some_and(|p| plate::normalize(p, settings.plate_spaces) != p);
     let lot = binding.vendor_lot.as_str();
-    let (endpoint, (record, photo)) = match &event.data {
-        EventData::LotUpserted(info) => (endpoints.spot, (to_json(&spot(lot, info))?, None)),
-        EventData::LotDeleted => (endpoints.spot_delete, (to_json(&SpotDelete { park_code: lot.into() })?, None)),
-        EventData::SpacesChanged(spaces) => (endpoints.spot_num, (to_json(&[spot_num(lot, spaces)])?, None)),
+    let (endpoint, (record, photo, filled)) = match &event.data {
+        EventData::LotUpserted(info) => (endpoints.spot, (to_json(&spot(lot, info))?, None, None)),
+        EventData::LotDeleted => (endpoints.spot_delete, (to_json(&SpotDelete { park_code: lot.into() })?, None, None)),
+        EventData::SpacesChanged(spaces) => (endpoints.spot_num, (to_json(&[spot_num(lot, spaces)])?, None, None)),
         EventData::VehicleEntered(v) => (endpoints.entrance, entrance(event, lot, v, settings)?),
         EventData::VehicleExited(exit) => (endpoints.departure, departure(event, lot, exit, settings)?),
-        _ => return Ok(Mapping::Skip(SkipReason::TypeNotHandled)),
+        _ => return Ok((Mapping::Skip(SkipReason::TypeNotHandled), Vec::new())),
     };
-    Ok(Mapping::Record(Mapped { endpoint, record, photo }))
+    let adjusted = changed.then_some(PLATE_NORMALIZED).into_iter().chain(filled).collect();
+    Ok((Mapping::Record(Mapped { endpoint, record, photo }), adjusted))
+}
+
+fn vehicle_of(data: &EventData) -> Option<&Vehicle> {
+    match data {
+        EventData::VehicleEntered(v) => Some(v),
+        EventData::VehicleExited(exit) => Some(&exit.vehicle),
+        _ => None,
+    }
+}
+
+/// `plate_number`: the plate under the sink's plate rule, or the no-plate text.
+fn plate_number<'a>(v: &'a Vehicle, s: &'a MapSettings) -> Cow<'a, str> {
+    match v.plate.as_deref() {
+        Some(p) => plate::normalize(p, s.plate_spaces),
+        None => Cow::Borrowed(&s.no_plate),
+    }
 }
 
 fn handled(data: &EventData) -> bool {
@@ -193,34 +233,34 @@ fn spot_num<'a>(lot: &'a str, spaces: &Spaces) -> SpotNum<'a> {
 #[derive(Serialize)]
 struct Entrance<'a> {
     park_code: &'a str,
-    plate_number: &'a str,
+    plate_number: Cow<'a, str>,
     enter_time: i64,
     car_type: &'static str,
     car_logo: &'a str,
     enter_pic: String,
 }
 
-/// A record with what the photo policy did.
-type WithPhoto = (Bytes, Option<PhotoOutcome>);
+/// A record with what the photo policy did and how a missing photo was filled.
+type WithPhoto = (Bytes, Option<PhotoOutcome>, Option<Adjusted>);
 
 fn entrance(event: &Event, lot: &str, v: &Vehicle, s: &MapSettings) -> Result<WithPhoto, MapError> {
-    let (pic, photo) = picture(v.photo.as_ref(), s);
+    let (pic, photo, filled) = required_picture(v.photo.as_ref(), s, "enter_pic")?;
     let record = Entrance {
         park_code: lot,
-        plate_number: v.plate.as_deref().unwrap_or(&s.no_plate),
+        plate_number: plate_number(v, s),
         enter_time: event.at.timestamp(),
         car_type: car_type(v.vehicle_type, s.labels),
         car_logo: v.brand.as_deref().unwrap_or(&s.unknown_brand),
         enter_pic: pic,
     };
-    Ok((to_json(&record)?, photo))
+    Ok((to_json(&record)?, photo, filled))
 }
 
 /// `POST /park/departure` element.
 #[derive(Serialize)]
 struct Departure<'a> {
     park_code: &'a str,
-    plate_number: &'a str,
+    plate_number: Cow<'a, str>,
     depart_time: i64,
     car_type: &'static str,
     car_logo: &'a str,
@@ -234,11 +274,11 @@ struct Departure<'a> {
 
 fn departure(event: &Event, lot: &str, exit: &Exit, s: &MapSettings) -> Result<WithPhoto, MapError> {
     let v = &exit.vehicle;
-    let (pic, photo) = picture(v.photo.as_ref(), s);
+    let (pic, photo, filled) = required_picture(v.photo.as_ref(), s, "depart_pic")?;
     let depart_time = event.at.timestamp();
     let record = Departure {
         park_code: lot,
-        plate_number: v.plate.as_deref().unwrap_or(&s.no_plate),
+        plate_number: plate_number(v, s),
         depart_time,
         car_type: car_type(v.vehicle_type, s.labels),
         car_logo: v.brand.as_deref().unwrap_or(&s.unknown_brand),
@@ -250,11 +290,27 @@ fn departure(event: &Event, lot: &str, exit: &Exit, s: &MapSettings) -> Result<W
         pay_time: exit.paid_at.map_or(depart_time, |t| t.timestamp()),
         pay_type: pay_type(exit.payment_method, s),
     };
-    Ok((to_json(&record)?, photo))
+    Ok((to_json(&record)?, photo, filled))
 }
 
-/// The photo text to send (empty when there is none: the field is required) and what the
-/// photo policy did. The prefix counts against the limit.
+/// The required photo field `field`: the photo when it is usable, else what
+/// `missing_photo` says (the placeholder, an empty text, or a map error).
+fn required_picture(
+    photo: Option<&Photo>,
+    s: &MapSettings,
+    field: &'static str,
+) -> Result<(String, Option<PhotoOutcome>, Option<Adjusted>), MapError> {
+    let (pic, outcome) = picture(photo, s);
+    if !pic.is_empty() {
+        return Ok((pic, outcome, None));
+    }
+    let (fill, adjusted) = s.missing_photo.fill("ISP", field)?;
+    let pic = if fill.is_empty() { String::new() } else { format!("{}{fill}", s.photo_prefix) };
+    Ok((pic, outcome, Some(adjusted)))
+}
+
+/// The photo text to send (empty when there is none) and what the photo policy did. The
+/// prefix counts against the limit.
 fn picture(photo: Option<&Photo>, s: &MapSettings) -> (String, Option<PhotoOutcome>) {
     let Some(photo) = photo else {
         return (String::new(), None);
@@ -331,6 +387,8 @@ mod tests {
     use super::*;
     use crate::config::Binding;
     use crate::photo::DropReason;
+    use crate::vendors::adjust::Change;
+    use crate::vendors::missing_photo;
     use serde_json::{json, Value};
 
     fn settings(labels: bool) -> MapSettings {
@@ -343,6 +401,8 @@ mod tests {
             photo_limit: 524_288,
             photo_prefix: "data:image/jpg;base64,".into(),
             photo_policy: PhotoPolicy::Drop,
+            plate_spaces: PlateSpaces::Keep,
+            missing_photo: MissingPhoto::Empty,
         }
     }
 
@@ -496,6 +556,65 @@ mod tests {
         ];
         for (m, code, label) in methods {
             assert_eq!((pay_type(Some(m), &settings(false)), pay_type(Some(m), &settings(true))), (code, label));
+        }
+    }
+
+    #[test]
+    fn plates_lose_their_spaces_by_default_and_say_so() {
+        let strip = MapSettings { plate_spaces: PlateSpaces::Strip, ..settings(false) };
+        let eps = Endpoints::new(100);
+        for (plate, sent) in [("浙 A11111", "浙A11111"), ("浙\u{3000}B22222", "浙B22222")] {
+            let entered = event("vehicle.entered", vehicle(json!(plate), None));
+            let exited = event("vehicle.exited", {
+                let mut d = exit_data(None, None);
+                d["plate"] = json!(plate);
+                d
+            });
+            for e in [&entered, &exited] {
+                let (Mapping::Record(m), adjusted) = map_event_adjusted(e, &strip, &eps, &bindings()).unwrap() else {
+                    panic!("not mapped")
+                };
+                assert_eq!(record_json(&m)["plate_number"], sent);
+                assert_eq!(adjusted, [PLATE_NORMALIZED]);
+                let (Mapping::Record(kept), adjusted) =
+                    map_event_adjusted(e, &settings(false), &eps, &bindings()).unwrap()
+                else {
+                    panic!("not mapped")
+                };
+                assert_eq!(record_json(&kept)["plate_number"].as_str(), Some(plate), "keep");
+                assert!(adjusted.is_empty());
+            }
+        }
+        let canonical = event("vehicle.entered", vehicle(json!("浙A11111"), None));
+        assert!(map_event_adjusted(&canonical, &strip, &eps, &bindings()).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_missing_photo_follows_missing_photo() {
+        let eps = Endpoints::new(100);
+        let no_photo = event("vehicle.entered", json!({"plate": "浙A1", "vehicle_type": "small", "gate": "东门"}));
+        let mut exit_without = exit_data(None, None);
+        exit_without.as_object_mut().unwrap().remove("photo");
+        let exited = event("vehicle.exited", exit_without);
+        let placeholder = format!("data:image/jpg;base64,{}", missing_photo::placeholder_base64());
+        for (e, field) in [(&no_photo, "enter_pic"), (&exited, "depart_pic")] {
+            let s = MapSettings { missing_photo: MissingPhoto::Placeholder, ..settings(false) };
+            let (Mapping::Record(m), adjusted) = map_event_adjusted(e, &s, &eps, &bindings()).unwrap() else {
+                panic!("not mapped")
+            };
+            assert_eq!(record_json(&m)[field], placeholder.as_str());
+            assert_eq!(adjusted, [Adjusted::filled(field, Change::Placeholder)]);
+            let (Mapping::Record(m), adjusted) = map_event_adjusted(e, &settings(false), &eps, &bindings()).unwrap()
+            else {
+                panic!("not mapped")
+            };
+            assert_eq!(
+                (record_json(&m)[field].as_str(), adjusted),
+                (Some(""), vec![Adjusted::filled(field, Change::Empty)])
+            );
+            let s = MapSettings { missing_photo: MissingPhoto::Reject, ..settings(false) };
+            let err = map_event_adjusted(e, &s, &eps, &bindings()).unwrap_err();
+            assert!(err.field == "data.photo" && err.reason.contains(field), "{err}");
         }
     }
 

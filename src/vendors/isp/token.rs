@@ -1,11 +1,13 @@
-//! The ISP token endpoint: `POST {base}/oauth/token` with the configured JSON fields,
-//! answered with `{access_token, token_type, expires_in}` (`expires_in` as a number or, as
-//! in the spec's example, a string).
+//! The ISP token endpoint: `POST {token_path}` with the configured JSON fields, answered
+//! with `{access_token, token_type, expires_in, scope, token}` (`expires_in` as a number or,
+//! as in the spec's example, a string). The spec's answer carries two tokens; which one
+//! data calls carry is `token_field` (default `access_token`).
 //!
 //! Rejected credentials (a 4xx status, `invalid_client`, code 1 or 401) become
 //! [`TokenError::Rejected`], so the shared cache cools down instead of hammering the
 //! endpoint; network trouble and server errors become [`TokenError::Unavailable`].
 
+use super::config::TokenAnswerField;
 use crate::auth::{FetchedToken, TokenError, TokenFetcher};
 use crate::secret::Secret;
 use crate::vendors::code_text;
@@ -28,6 +30,8 @@ pub struct TokenRequest {
     pub url: String,
     /// JSON fields of the body; every value is treated as a secret.
     pub fields: Vec<(String, Secret)>,
+    /// The answer's field holding the token data calls carry.
+    pub answer_field: TokenAnswerField,
 }
 
 impl TokenRequest {
@@ -69,13 +73,13 @@ impl TokenFetcher for IspTokenFetcher {
             .bytes()
             .await
             .map_err(|e| TokenError::Unavailable(format!("token answer could not be read: {e}")))?;
-        read_token_answer(status, &body)
+        read_token_answer(status, &body, self.request.answer_field)
     }
 }
 
 /// Interprets the token endpoint's answer (pure). Error texts quote the vendor's error
 /// fields, never the body as a whole (which could hold a token).
-pub fn read_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, TokenError> {
+pub fn read_token_answer(status: u16, body: &[u8], field: TokenAnswerField) -> Result<FetchedToken, TokenError> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let why = || vendor_reason(status, json.as_ref());
     match status {
@@ -87,23 +91,23 @@ pub fn read_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, Token
     let Some(json) = json.as_ref().filter(|j| j.is_object()) else {
         return Err(TokenError::Unavailable(format!("HTTP {status}: the answer is not a JSON object")));
     };
-    match json.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        Some(token) => accept(token, json.get("expires_in")),
-        None => Err(refusal(json, why())),
+    match json.get(field.as_str()).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        Some(token) => accept(token, field, json.get("expires_in")),
+        None => Err(refusal(json, field, why())),
     }
 }
 
-fn accept(token: &str, expires_in: Option<&Value>) -> Result<FetchedToken, TokenError> {
+fn accept(token: &str, field: TokenAnswerField, expires_in: Option<&Value>) -> Result<FetchedToken, TokenError> {
     // A token that cannot travel in a header would fail every request that carries it.
     if HeaderValue::from_str(token).is_err() {
-        return Err(TokenError::Unavailable("access_token holds characters a header cannot carry".into()));
+        return Err(TokenError::Unavailable(format!("{} holds characters a header cannot carry", field.as_str())));
     }
     Ok(FetchedToken { value: Secret::new(token), expires_in: lifetime(expires_in) })
 }
 
 /// A 2xx answer without a token: credentials refused (`code` 1 or 401, an OAuth `error`),
 /// or something worth retrying.
-fn refusal(json: &Value, reason: String) -> TokenError {
+fn refusal(json: &Value, field: TokenAnswerField, reason: String) -> TokenError {
     let code = code_text(json.get("code"));
     let oauth_error = json.get("error").and_then(Value::as_str);
     let refused = matches!(code.as_deref(), Some("1" | "401"))
@@ -111,7 +115,7 @@ fn refusal(json: &Value, reason: String) -> TokenError {
     if refused {
         TokenError::Rejected(reason)
     } else {
-        TokenError::Unavailable(format!("no access_token in the answer ({reason})"))
+        TokenError::Unavailable(format!("no {} in the answer ({reason})", field.as_str()))
     }
 }
 
@@ -148,7 +152,23 @@ mod tests {
     use super::*;
 
     fn read(status: u16, body: &str) -> Result<FetchedToken, TokenError> {
-        read_token_answer(status, body.as_bytes())
+        read_token_answer(status, body.as_bytes(), TokenAnswerField::AccessToken)
+    }
+
+    #[test]
+    fn the_configured_field_is_the_token() {
+        let body = br#"{"access_token":"eyJ.a.b","token_type":"bearer","expires_in":"34258","scope":"all","token":"5f1uONTWY90mZwyvlxGZTg=="}"#;
+        let access = read_token_answer(200, body, TokenAnswerField::AccessToken).unwrap();
+        assert_eq!(access.value.expose(), "eyJ.a.b");
+        let token = read_token_answer(200, body, TokenAnswerField::Token).unwrap();
+        assert_eq!(token.value.expose(), "5f1uONTWY90mZwyvlxGZTg==");
+        assert_eq!(token.expires_in, Duration::from_secs(34_258));
+        let Err(TokenError::Unavailable(why)) =
+            read_token_answer(200, br#"{"access_token":"t"}"#, TokenAnswerField::Token)
+        else {
+            panic!("a missing token field is not a token");
+        };
+        assert!(why.starts_with("no token in the answer"), "{why}");
     }
 
     #[test]
@@ -210,6 +230,7 @@ mod tests {
         let request = TokenRequest {
             url: "http://127.0.0.1/oauth/token".into(),
             fields: vec![("client_id".into(), Secret::new("id")), ("client_secret".into(), Secret::new("s"))],
+            answer_field: TokenAnswerField::AccessToken,
         };
         assert_eq!(String::from_utf8(request.body()).unwrap(), r#"{"client_id":"id","client_secret":"s"}"#);
         assert!(!format!("{request:?}").contains("\"s\""));

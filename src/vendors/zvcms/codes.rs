@@ -137,7 +137,9 @@ fn listed(item: &Map<String, Value>) -> ListedCoupon {
     ListedCoupon {
         id: text(item.get("id")),
         coupon_id: text(item.get("coupon_id")),
+        definition_id: text(coupon.get("id")),
         title: text(coupon.get("title")),
+        description: text(coupon.get("desc")),
         kind: kind(int(coupon.get("coupon_type"))).into(),
         min_amount_cents: int(coupon.get("min_amount_use")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
         valid_from: time(item.get("start_at")),
@@ -245,7 +247,9 @@ mod tests {
         let expected = ListedCoupon {
             id: String::new(),
             coupon_id: String::new(),
+            definition_id: String::new(),
             title: String::new(),
+            description: String::new(),
             kind: "unknown".into(),
             min_amount_cents: 0,
             valid_from: Some("2019-03-19T00:00:00+08:00".into()),
@@ -262,19 +266,22 @@ mod tests {
         let body = r#"{"status": true, "code": 0, "message": "ok", "data": {"item_list": [
             {"id": 7001, "coupon_id": 12, "start_at": 1700000000, "end_at": "2030-01-01 00:00:00", "status": 0,
              "verify_code": "V-9", "is_lock": 2, "date_time": "未使用",
-             "coupon": {"id": 12, "title": "满100减10", "coupon_type": 0, "min_amount_use": 10000, "desc": ""}},
+             "coupon": {"id": 1200, "title": "满100减10", "coupon_type": 0, "min_amount_use": 10000, "desc": "周末可用"}},
             {"id": "7002", "coupon_id": "13", "status": "1", "is_lock": "1", "coupon": {"coupon_type": "1"}}]}}"#;
         let list = answered(body);
         assert_eq!(list.len(), 2);
         let first = &list[0];
         assert_eq!((first.id.as_str(), first.coupon_id.as_str(), first.title.as_str()), ("7001", "12", "满100减10"));
         assert_eq!((first.kind.as_str(), first.min_amount_cents, first.status.as_str()), ("amount", 10_000, "usable"));
+        // `coupon.id` and `coupon.desc` are carried as sent, even when the id differs.
+        assert_eq!((first.definition_id.as_str(), first.description.as_str()), ("1200", "周末可用"));
         assert_eq!(first.valid_from.as_deref(), Some("2023-11-15T06:13:20+08:00"));
         assert_eq!(first.valid_until.as_deref(), Some("2030-01-01T00:00:00+08:00"));
         assert_eq!((first.verify_code.as_deref(), first.locked), (Some("V-9"), true));
         let second = &list[1];
         assert_eq!((second.kind.as_str(), second.status.as_str(), second.locked), ("discount", "used", false));
         assert_eq!((second.valid_from.as_deref(), second.verify_code.as_deref()), (None, None));
+        assert_eq!((second.definition_id.as_str(), second.description.as_str()), ("", ""));
     }
 
     #[test]

@@ -77,17 +77,25 @@ pub fn token(secret_key: &[u8], style: KeyStyle, values: &Signed<'_>) -> String 
     percent_encoding::utf8_percent_encode(&digest, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Smallest nonce sent (six digits, like the spec's example `658965`).
-const NONCE_MIN: u64 = 100_000;
-/// Largest nonce sent: fits a signed 32-bit integer, in case the platform stores it as one.
-const NONCE_MAX: u64 = i32::MAX as u64;
-const NONCE_SPAN: u64 = NONCE_MAX - NONCE_MIN + 1;
+/// Second 0 of the nonce clock: 2024-01-01T00:00:00Z (32 bits of seconds last until 2160).
+const NONCE_EPOCH: u64 = 1_704_067_200;
+/// Bits of a nonce below its seconds.
+const LOW_BITS: u32 = 31;
+const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
+const SECONDS_MASK: u64 = (1 << 32) - 1;
 
-/// Hands out nonces: random positive integers, never repeated within the process.
+/// Hands out nonces that stay unique across restarts and replicas: the seconds since
+/// [`NONCE_EPOCH`] in the high 32 bits, and a per-process random start plus a counter in
+/// the low 31 bits, so every nonce is a positive integer below 2^63.
 ///
-/// A random start plus a counter: unique for the first two billion requests of a process,
-/// and two replicas sharing one account collide only if their random starts fall within
-/// a few requests of each other.
+/// - Within a process, the counter makes the first 2^31 nonces distinct whatever the clock
+///   does (a step back included), and the seconds keep later ones apart.
+/// - A restart cannot repeat an earlier process's nonce unless it also lands in the same
+///   second, and then only if the two random starts fall within the requests of that
+///   second of each other (odds of about requests/2^31).
+/// - Replicas sharing one account differ in their random start: their nonces of one
+///   second collide only if the starts fall within a few requests of each other, a chance
+///   of about the requests in flight / 2^31 over the whole time they run together.
 #[derive(Debug)]
 pub struct NonceSource {
     start: u64,
@@ -95,20 +103,22 @@ pub struct NonceSource {
 }
 
 impl NonceSource {
-    /// A source starting at a random point.
+    /// A source with a random start.
     pub fn new() -> Self {
         NonceSource::starting_at(rand::random::<u64>())
     }
 
-    /// A source starting at `seed` (tests).
+    /// A source whose low bits start at `seed` (tests).
     pub fn starting_at(seed: u64) -> Self {
-        NonceSource { start: seed % NONCE_SPAN, issued: AtomicU64::new(0) }
+        NonceSource { start: seed & LOW_MASK, issued: AtomicU64::new(0) }
     }
 
-    /// The next nonce.
-    pub fn next(&self) -> u64 {
+    /// The next nonce for a request stamped at `unix_secs`.
+    pub fn next_at(&self, unix_secs: u64) -> u64 {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        NONCE_MIN + (self.start + n % NONCE_SPAN) % NONCE_SPAN
+        // Never 0 (a clock before the epoch still gives a positive nonce).
+        let secs = (unix_secs.saturating_sub(NONCE_EPOCH) & SECONDS_MASK).max(1);
+        (secs << LOW_BITS) | (self.start.wrapping_add(n) & LOW_MASK)
     }
 }
 
@@ -169,16 +179,34 @@ mod tests {
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(unescaped.as_bytes()).unwrap().len(), 20);
     }
 
+    const NOW: u64 = 1_764_700_000;
+
     #[test]
-    fn nonces_are_positive_unique_and_in_range() {
-        let source = NonceSource::starting_at(NONCE_SPAN - 3);
-        let seen: HashSet<u64> = (0..10_000).map(|_| source.next()).collect();
+    fn nonces_are_positive_and_unique_within_a_process() {
+        let source = NonceSource::starting_at(LOW_MASK - 3);
+        let seen: HashSet<u64> = (0..10_000).map(|i| source.next_at(NOW + i % 3)).collect();
         assert_eq!(seen.len(), 10_000);
-        assert!(seen.iter().all(|n| (NONCE_MIN..=NONCE_MAX).contains(n)));
+        assert!(seen.iter().all(|n| *n > 0 && *n < 1 << 63));
+        // A clock stepping back does not repeat a nonce.
+        let back: HashSet<u64> = [NOW, NOW - 5, NOW].iter().map(|t| source.next_at(*t)).collect();
+        assert!(back.len() == 3 && back.is_disjoint(&seen));
     }
 
     #[test]
-    fn two_sources_start_apart() {
-        assert_ne!(NonceSource::new().next(), NonceSource::new().next());
+    fn a_restart_never_repeats_even_with_the_same_random_start() {
+        let before = NonceSource::starting_at(42);
+        let first: HashSet<u64> = (0..5_000).map(|_| before.next_at(NOW)).collect();
+        let after = NonceSource::starting_at(42);
+        let second: HashSet<u64> = (0..5_000).map(|_| after.next_at(NOW + 1)).collect();
+        assert!(first.is_disjoint(&second));
+    }
+
+    #[test]
+    fn replicas_in_the_same_second_differ_by_their_start() {
+        let (a, b) = (NonceSource::starting_at(7), NonceSource::starting_at(7 + 1_000_000));
+        let from_a: HashSet<u64> = (0..5_000).map(|_| a.next_at(NOW)).collect();
+        let from_b: HashSet<u64> = (0..5_000).map(|_| b.next_at(NOW)).collect();
+        assert!(from_a.is_disjoint(&from_b));
+        assert_ne!(NonceSource::new().next_at(NOW), NonceSource::new().next_at(NOW));
     }
 }

@@ -120,11 +120,14 @@ pub(crate) fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsu
     Ok(Arc::new(consumer))
 }
 
-/// librdkafka's fetch-ahead queue: a quarter of the sink's memory budget, at least 64 MiB.
-/// A small queue starves the consumer when records carry photos (measured: 7x fewer photo
-/// events per second with 16 MiB, see BENCHMARKS.md).
+/// librdkafka's fetch-ahead queue: a quarter of the sink's memory budget (at least 4 MiB),
+/// so what a sink can hold is bounded by its budget: records held plus tracker slots up to
+/// the budget, and librdkafka's queue a quarter on top (it may overshoot by one fetch).
+/// The default budget (256 MiB) gives the 64 MiB queue photos need; a small queue starves
+/// the consumer when records carry photos (measured: 7x fewer photo events per second with
+/// 16 MiB, see BENCHMARKS.md), so a small budget trades photo throughput for memory.
 fn prefetch_kbytes(memory_budget_bytes: usize) -> usize {
-    (memory_budget_bytes / 4 / 1024).clamp(64 * 1024, 2_097_151)
+    (memory_budget_bytes / 4 / 1024).clamp(4 * 1024, 2_097_151)
 }
 
 impl OffsetStore for SinkConsumer {

@@ -261,11 +261,18 @@ impl Metrics {
     /// Creates a sink's series at zero, so dashboards show them from the start and
     /// `increase()` in alerts sees the first event (a series born at 1 shows no increase).
     pub fn init_sink(&self, sink: &str) {
-        for gauge in [&self.sink_paused, &self.paused_partitions, &self.credentials_rejected, &self.group_joined] {
+        for gauge in [
+            &self.sink_paused,
+            &self.paused_partitions,
+            &self.credentials_rejected,
+            &self.group_joined,
+            &self.finished_uncommitted,
+        ] {
             gauge.with_label_values(&[sink]).set(0);
         }
         for result in ["ok", "error"] {
             self.dead_letter_writes.with_label_values(&[sink, result]);
+            self.results_published.with_label_values(&[sink, result]);
         }
         self.token_fetches.with_label_values(&[sink, "error"]);
         self.token_fetches.with_label_values(&[sink, "ok"]);
@@ -397,6 +404,9 @@ mod tests {
             "lotbridge_heartbeats_sent_total{sink=\"bzx\"} 0",
             "lotbridge_credentials_rejected{sink=\"bzx\"} 0",
             "lotbridge_partitions_paused{sink=\"bzx\"} 0",
+            "lotbridge_consumer_group_joined{sink=\"bzx\"} 0",
+            "lotbridge_finished_uncommitted_records{sink=\"bzx\"} 0",
+            "lotbridge_results_published_total{result=\"error\",sink=\"bzx\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

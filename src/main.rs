@@ -109,6 +109,9 @@ enum DlqCommand {
         /// Only dead letters of this stage: decode, map or deliver.
         #[arg(long)]
         stage: Option<String>,
+        /// Only dead letters of this lot (the event's lot, or the record's key).
+        #[arg(long)]
+        lot: Option<String>,
         /// Only dead letters written at or after this time (RFC 3339).
         #[arg(long, value_parser = rfc3339)]
         since: Option<DateTime<Utc>>,
@@ -133,6 +136,9 @@ enum DlqCommand {
         /// Only dead letters of this sink.
         #[arg(long)]
         sink: Option<String>,
+        /// Only dead letters of this lot (the event's lot, or the record's key).
+        #[arg(long)]
+        lot: Option<String>,
     },
 }
 
@@ -224,18 +230,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
 async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
     use lotbridge::dlq;
     match command {
-        DlqCommand::Replay { config, from, sink, stage, since, until, to, dry_run } => {
+        DlqCommand::Replay { config, from, sink, stage, lot, since, until, to, dry_run } => {
             let kafka = kafka_only(&config, sink.as_deref())?;
-            let selection = dlq::Selection { sink, stage, since, until };
+            let selection = dlq::Selection { sink, stage, lot, since, until };
             let options = dlq::ReplayOptions { from, selection, to, dry_run };
             let summary = dlq::replay(&kafka, &options, &dlq::progress_bar()).await?;
             println!("{}{summary}", if dry_run { "dry run, nothing written: " } else { "" });
             Ok(())
         }
-        DlqCommand::Inspect { config, from, sink } => {
+        DlqCommand::Inspect { config, from, sink, lot } => {
             let kafka = kafka_only(&config, sink.as_deref())?;
             let topic = from.unwrap_or_else(|| kafka.dead_letter_topic.clone());
-            let selection = dlq::Selection { sink, ..Default::default() };
+            let selection = dlq::Selection { sink, lot, ..Default::default() };
             print!("{}", dlq::render_table(&dlq::inspect(&kafka, &topic, &selection).await?));
             Ok(())
         }

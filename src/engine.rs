@@ -11,6 +11,7 @@ pub mod lane;
 pub mod lots;
 pub mod offsets;
 pub mod output;
+pub mod schedule;
 pub mod sink;
 
 use crate::config::{KafkaConfig, Loaded};
@@ -73,13 +74,7 @@ impl Engine {
                 self.kafka.clone(),
                 stop_rx.clone(),
             )));
-            if let Some(book) = &sink.lot_book {
-                tokio::spawn(run_lot_list(self.kafka.clone(), sink.clone(), book.clone(), stop_rx.clone()));
-            }
-            let configured = sink.config.heartbeat_secs.map(|s| Duration::from_secs(s.max(1)));
-            if let Some(period) = sink.adapter.heartbeat_every().map(|own| configured.unwrap_or(own)) {
-                tokio::spawn(intake::run_heartbeats(sink.clone(), period, stop_rx.clone()));
-            }
+            schedule::start(&self.kafka, sink, &consumer, &stop_rx);
             consumers.push(consumer);
         }
         tracing::info!(sinks = self.sinks.len(), topics = ?self.kafka.topics, "lotbridge running");
@@ -129,20 +124,4 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// Rebuilds a sink's lot book from the lot topics, then pushes the full list daily.
-async fn run_lot_list(kafka: KafkaConfig, sink: Arc<Sink>, book: Arc<lots::LotBook>, stop: watch::Receiver<bool>) {
-    let Some(at) = lots::parse_time(&sink.config.daily_push_at) else { return };
-    let topics = kafka.lot_topics.clone().unwrap_or_else(|| kafka.topics.clone());
-    let rebuilt = {
-        let book = book.clone();
-        tokio::task::spawn_blocking(move || lots::rebuild(&kafka, &topics, &book)).await
-    };
-    match rebuilt {
-        Ok(Ok(n)) => tracing::info!(sink = sink.name(), lot_events = n, "lot list rebuilt"),
-        Ok(Err(e)) => tracing::warn!(sink = sink.name(), error = %e, "lot list not rebuilt; real-time updates only"),
-        Err(e) => tracing::warn!(sink = sink.name(), error = %e, "lot list rebuild failed"),
-    }
-    lots::run_daily_push(sink, book, at, stop).await;
 }

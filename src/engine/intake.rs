@@ -1,6 +1,6 @@
 //! One sink's Kafka consumer: its own consumer group, decode and map once per record,
 //! routing to lanes, dead letters for invalid records, backpressure by pausing partitions,
-//! drain and commit on revoke, and the heartbeat schedule of the partitions it owns.
+//! drain and commit on revoke.
 
 use super::deliver::run_lane;
 use super::lane::{Item, Origin, ReplyTo};
@@ -10,7 +10,7 @@ use super::sink::{OffsetStore, Outcome, Sink};
 use crate::config::KafkaConfig;
 use crate::event::{decode_with, DecodeLimits, Event, EventData};
 use crate::photo::PhotoOutcome;
-use crate::vendors::{Mapping, SkipReason};
+use crate::vendors::Mapping;
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
@@ -407,7 +407,7 @@ fn route_all(sink: &Arc<Sink>, batch: Batch) {
     sink.complete_all(&finished);
     for (lot, items) in lanes {
         if let Some(origin) = items.first().and_then(|i| i.origin.as_ref()) {
-            note_live(sink, &lot, &origin.ticket.tp);
+            super::schedule::note_live(sink, &lot, &origin.ticket.tp);
         }
         submit_all(sink, &lot, items);
     }
@@ -466,16 +466,6 @@ fn reply_to(event: &Event) -> Option<ReplyTo> {
     }
 }
 
-fn note_live(sink: &Sink, lot: &str, tp: &TopicPartition) {
-    let mut live = sink.live.lock().unwrap_or_else(|p| p.into_inner());
-    match live.get_mut(lot) {
-        Some(entry) => *entry = (Instant::now(), tp.clone()),
-        None => {
-            live.insert(lot.to_string(), (Instant::now(), tp.clone()));
-        }
-    }
-}
-
 fn count_photo(sink: &Sink, photo: Option<&PhotoOutcome>) {
     let Some(photo) = photo else { return };
     let outcome = match photo {
@@ -488,57 +478,6 @@ fn count_photo(sink: &Sink, photo: Option<&PhotoOutcome>) {
         PhotoOutcome::Dropped(reason) => reason.as_str(),
     };
     sink.metrics.photos.with_label_values(&[sink.name(), outcome]).inc();
-}
-
-/// Every `period`, queues a heartbeat for each bound lot that is live and whose partition
-/// this instance owns, so heartbeats move with partitions on rebalance.
-pub async fn run_heartbeats(sink: Arc<Sink>, period: Duration, mut stop: watch::Receiver<bool>) {
-    let window = Duration::from_secs(sink.config.live_window_secs);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let lots = live_lots(&sink, window);
-        sink.metrics.live_lots.with_label_values(&[sink.name()]).set(lots.len() as i64);
-        for lot in lots {
-            queue_heartbeat(&sink, &lot);
-        }
-    }
-}
-
-fn live_lots(sink: &Sink, window: Duration) -> Vec<String> {
-    let mut live = sink.live.lock().unwrap_or_else(|p| p.into_inner());
-    live.retain(|_, (seen, _)| seen.elapsed() <= window);
-    live.iter().filter(|(_, (_, tp))| sink.partitions.owns(tp)).map(|(lot, _)| lot.clone()).collect()
-}
-
-fn queue_heartbeat(sink: &Arc<Sink>, lot: &str) {
-    let now = chrono::Utc::now().fixed_offset();
-    let event = Event {
-        id: format!("heartbeat.{lot}.{}", now.timestamp()),
-        lot: lot.to_string(),
-        at: now,
-        data: EventData::LotHeartbeat,
-    };
-    match sink.adapter.map(&event) {
-        Ok(Mapping::Record(mapped)) => {
-            let item = Item {
-                mapped,
-                origin: None,
-                event_type: event.event_type(),
-                event_at: now,
-                read_at: Instant::now(),
-                reply_to: None,
-                backlog: false,
-            };
-            submit(sink, lot, item);
-        }
-        Ok(Mapping::Skip(SkipReason::LotNotBound | SkipReason::TypeNotHandled)) => {}
-        Err(e) => tracing::warn!(sink = sink.name(), lot, error = %e, "cannot map a heartbeat"),
-    }
 }
 
 impl OffsetStore for SinkConsumer {

@@ -288,14 +288,16 @@ impl HealthServer {
     pub async fn start(addr: &str, metrics: Metrics, sinks: Vec<Arc<Sink>>) -> anyhow::Result<HealthServer> {
         sinks.iter().for_each(|s| metrics.init_sink(s.name()));
         let health = Arc::new(Health { serving: AtomicBool::new(true) });
+        let sinks_for_status = sinks.clone();
         let readiness = Readiness::new(sinks, metrics.clone());
         let probe = readiness.clone();
-        let router = health_router_with_reasons(metrics, health.clone(), Arc::new(move || probe.answer()));
+        let router = health_router_with_reasons(metrics, health.clone(), Arc::new(move || probe.answer()))
+            .merge(crate::status::router(sinks_for_status));
         let listener = bind(addr).await?;
         let addr = listener.local_addr().context("metrics listener address")?;
         let server = serve_on(listener, router);
         let checks = tokio::spawn(readiness.clone().run_auth_checks());
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /status");
         Ok(HealthServer { health, readiness, addr, tasks: vec![server, checks] })
     }
 }

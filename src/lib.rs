@@ -14,6 +14,7 @@
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
+//! - [`status`]: the per-sink, per-lot status view (`GET /status`, `lotbridge status`).
 //! - [`produce`]: `lotbridge produce`: the synthetic city into a real cluster (compose traffic).
 //! - [`demo`]: `lotbridge demo`: broker, simulators, a synthetic city and the engine in one process.
 
@@ -29,4 +30,5 @@ pub mod photo;
 pub mod produce;
 pub mod secret;
 pub mod sim;
+pub mod status;
 pub mod vendors;

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Unix time the process started.
     pub up: IntGauge,
+    /// The last failure of each lot (bounded), for `/status`: never a metric label.
+    pub lot_failures: Arc<crate::status::LotFailures>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -249,6 +251,7 @@ impl Metrics {
             group_joined: gauge(&r, "consumer_group_joined", "1 once the consumer joined its group.", &["sink"])?,
             ready: plain_gauge(&r, "ready", "1 while /readyz answers ready.")?,
             up: plain_gauge(&r, "start_time_seconds", "Unix time the process started.")?,
+            lot_failures: Arc::default(),
             registry: r,
         };
         m.build_info

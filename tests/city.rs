@@ -110,3 +110,79 @@ async fn the_daily_lot_list_with_a_separate_lot_topic_is_pushed_once_per_lot_ove
         assert_eq!(names, &[format!("{lot} 停车场")], "{lot}: once, with its latest state");
     }
 }
+
+/// `/status` with 20,000 bound lots, each with records waiting while the vendor fails: the
+/// answer names the 10 largest backlogs and the 10 most recent failures and stays small;
+/// `?lot=` answers for one lot; `lotbridge status` prints it for people.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_stays_small_with_twenty_thousand_lots() {
+    const LOTS: usize = 20_000;
+    let kafka = Kafka::new();
+    kafka.topic("c3", 4);
+    let bindings: Vec<String> = (0..LOTS)
+        .map(|i| format!("{{ lot = \"S{i:05}\", vendor_lot = \"{}\", token = {{ value = \"t\" }} }}", 10_000 + i))
+        .collect();
+    let sink = format!(
+        "\n[[sinks]]\nname = \"bzx\"\nheartbeat_lots = \"live\"\nbindings = [{}]\n[sinks.rate_limit]\nrequests_per_second = 50\n\
+         [sinks.retry]\ninitial_ms = 1000\nmax_interval_ms = 5000\n[sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
+        bindings.join(", ")
+    );
+    let (toml, sim) = with_simulator(&common::kafka_section(&kafka, "c3"), &sink).await;
+    sim.control.fail_next(100_000, lotbridge::sim::Failure::Status(503));
+    let metrics = lotbridge::metrics::Metrics::new().expect("metrics");
+    let engine =
+        lotbridge::engine::Engine::new(common::load(&toml), metrics.clone(), reqwest::Client::new()).expect("engine");
+    let server = lotbridge::app::HealthServer::start("127.0.0.1:0", metrics.clone(), engine.sinks().to_vec())
+        .await
+        .expect("serve");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        let _ = engine.run(async move { drop(stop_rx.await) }).await;
+    });
+    // Every lot gets two records; S00007 gets five more: the largest backlog.
+    let mut records: Vec<(String, Vec<u8>)> = (0..LOTS * 2)
+        .map(|i| {
+            let lot = format!("S{:05}", i % LOTS);
+            (lot.clone(), common::vehicle(&format!("e{i}"), &lot, &format!("晋A{:05}", i % 100_000), false))
+        })
+        .collect();
+    records
+        .extend((0..5).map(|i| ("S00007".to_string(), common::vehicle(&format!("x{i}"), "S00007", "晋B00007", false))));
+    kafka.produce_all("c3", &records).await;
+    let lanes = || metrics.lanes.with_label_values(&["bzx"]).get();
+    assert!(eventually(WAIT, || async { lanes() as usize >= LOTS }).await, "a lane per lot: {}", lanes());
+    let url = format!("http://{}/status", server.addr);
+    let failures = || async {
+        let body = reqwest::get(&url).await.expect("status").text().await.expect("body");
+        let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+        report["sinks"][0]["recent_failures"].as_array().map_or(0, Vec::len) == 10
+    };
+    assert!(eventually(WAIT, failures).await, "failures remembered");
+    let held = || metrics.held_records.with_label_values(&["bzx"]).get() as usize;
+    assert!(eventually(WAIT, || async { held() >= records.len() }).await, "every record read: {}", held());
+    let body = reqwest::get(&url).await.expect("status").text().await.expect("body");
+    assert!(body.len() < 8 * 1024, "bounded: {} bytes for {LOTS} lots", body.len());
+    let report: lotbridge::status::Report = serde_json::from_str(&body).expect("report");
+    let bzx = &report.sinks[0];
+    assert_eq!(bzx.largest_backlogs.len(), 10);
+    assert_eq!(bzx.largest_backlogs[0].lot, "S00007", "{:?}", bzx.largest_backlogs);
+    assert!(bzx.lanes as usize >= LOTS && bzx.held_records as usize >= LOTS, "{bzx:?}");
+    assert!(bzx.recent_failures.iter().all(|f| f.failure.reason.contains("503")), "{:?}", bzx.recent_failures);
+
+    let one = reqwest::get(format!("{url}?lot=S00042")).await.expect("status").text().await.expect("body");
+    let one: lotbridge::status::Report = serde_json::from_str(&one).expect("json");
+    let lot = one.sinks[0].lot.clone().expect("the lot's line");
+    assert!(lot.bound && lot.queued >= 1, "{lot:?}");
+    let addr = server.addr.to_string();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lotbridge"))
+            .args(["status", "--addr", &addr, "--lot", "S00042"])
+            .output()
+            .expect("run lotbridge status")
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("bzx lot S00042: bound,"), "{text}");
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(WAIT, running).await;
+}

@@ -111,6 +111,7 @@ fn settle_delivered(sink: &Sink, lane: &Lane, endpoint: &Endpoint, items: Vec<It
 }
 
 async fn dead_letter(sink: &Sink, lot: &str, item: &Item, reason: &str, attempts: u32) {
+    sink.metrics.lot_failures.record(sink.name(), lot, reason);
     match &item.origin {
         Some(origin) => sink.dead_letter(origin, Stage::Deliver, reason, attempts).await,
         None => tracing::warn!(sink = sink.name(), lot, error = reason, "generated record refused by the vendor"),
@@ -234,6 +235,7 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
             }
             Verdict::Retry { reason, after, detail } => {
                 count_retry(sink, reason.as_str());
+                sink.metrics.lot_failures.record(sink.name(), lot, &detail);
                 if reason == RetryReason::StaleSignature {
                     st.stale_signatures += 1;
                     if st.stale_signatures > sink.config.retry.stale_signature_retries {

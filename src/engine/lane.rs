@@ -222,6 +222,11 @@ impl Queue {
         Next::Send(self.ordered.drain(..count).collect())
     }
 
+    /// Records queued (for the status view).
+    pub fn len(&self) -> usize {
+        self.ordered.len() + self.latest.len()
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.ordered.is_empty() && self.latest.is_empty()

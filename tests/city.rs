@@ -56,6 +56,46 @@ async fn every_bound_lot_gets_heartbeats_even_one_that_never_sent_anything() {
     assert!(beats.values().all(|n| *n == 1), "at most one per lot per minute: {beats:?}");
 }
 
+/// Two replicas split the bound lots' heartbeats by partition: each lot is the charge of
+/// exactly one of them (the owner of its murmur2 partition), and none is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_split_the_bound_lots_heartbeats_by_partition() {
+    let kafka = Kafka::new();
+    kafka.topic("c4", 4);
+    let bindings: Vec<String> = (0..16)
+        .map(|i| format!("{{ lot = \"H{i}\", vendor_lot = \"{}\", token = {{ value = \"tok-{i}\" }} }}", 350 + i))
+        .collect();
+    let sink = format!(
+        "\n[[sinks]]\nname = \"bzx\"\nheartbeat_secs = 1\nbindings = [{}]\n{TUNING}[sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
+        bindings.join(", ")
+    );
+    let (toml, _sim) = with_simulator(&common::kafka_section(&kafka, "c4"), &sink).await;
+    let first = Running::start(common::load(&toml));
+    let second = Running::start(common::load(&toml));
+    let settled = eventually(WAIT, || async {
+        let (a, b, pa, pb) = split(&first, &second);
+        pa > 0 && pb > 0 && pa + pb == 4 && a > 0 && b > 0 && a + b == 16
+    });
+    assert!(settled.await, "lots due heartbeats and partitions per replica: {:?}", split(&first, &second));
+    second.stop().await;
+    let lots = |r: &Running| r.metrics.live_lots.with_label_values(&["bzx"]).get();
+    let took_back = eventually(WAIT, || async { lots(&first) == 16 });
+    assert!(took_back.await, "the remaining replica heartbeats every lot: {}", lots(&first));
+    first.stop().await;
+}
+
+/// Lots due heartbeats and partitions owned, of two replicas' `bzx` sinks.
+fn split(a: &Running, b: &Running) -> (i64, i64, i64, i64) {
+    let m = |r: &Running| {
+        (
+            r.metrics.live_lots.with_label_values(&["bzx"]).get(),
+            r.metrics.assigned_partitions.with_label_values(&["bzx"]).get(),
+        )
+    };
+    let ((la, pa), (lb, pb)) = (m(a), m(b));
+    (la, lb, pa, pb)
+}
+
 /// The shape of `deploy/k8s/configmap.yaml`: events on `parking.events`, lot events on a
 /// separate compacted `parking.lots`, an ISP sink with bound lots, and two replicas. At the
 /// daily push time every lot's latest state is pushed, each by exactly one replica, though

@@ -79,7 +79,8 @@ pub struct Metrics {
     pub photo_bytes_saved: IntCounterVec,
     /// Heartbeats sent, by sink.
     pub heartbeats: IntCounterVec,
-    /// Lots considered live, by sink.
+    /// Lots this replica sends heartbeats for, by sink (`heartbeat_lots`: its owned bound
+    /// lots, or the live ones).
     pub live_lots: IntGaugeVec,
     /// Results published (zvcms answers), by sink and result.
     pub results_published: IntCounterVec,
@@ -218,7 +219,12 @@ impl Metrics {
             photos: counter(&r, "photos_total", "Photos by photo-policy outcome.", &["sink", "outcome"])?,
             photo_bytes_saved: counter(&r, "photo_bytes_saved_total", "Bytes saved by recompression.", &["sink"])?,
             heartbeats: counter(&r, "heartbeats_sent_total", "Heartbeats delivered.", &["sink"])?,
-            live_lots: gauge(&r, "lots_live", "Lots that sent something within the live window.", &["sink"])?,
+            live_lots: gauge(
+                &r,
+                "lots_live",
+                "Lots this replica sends heartbeats for (owned bound lots, or live ones in live mode).",
+                &["sink"],
+            )?,
             results_published: counter(&r, "results_published_total", "Answers published.", &["sink", "result"])?,
             build_info: gauge(&r, "build_info", "Build information.", &["version", "git_sha"])?,
             token_fetches: counter(

@@ -8,8 +8,39 @@
 #   check-jsonschema   deploy/compose.yaml against the Compose specification
 #   lotbridge check-config  the TOML configurations compose and the ConfigMap carry
 # Python tools live in a venv under ~/.cache/lotbridge/venv, installed only when missing.
+#   PrometheusRule    deploy/k8s/components/monitoring/prometheusrule.yaml carries exactly
+#                     deploy/prometheus/alerts.yml (regenerate: bash scripts/ci-deploy.sh --write-rules)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+RULE_FILE=deploy/k8s/components/monitoring/prometheusrule.yaml
+
+# The PrometheusRule of the monitoring component: deploy/prometheus/alerts.yml's groups,
+# indented under spec, comments kept.
+render_prometheus_rule() {
+  cat <<'EOF'
+# Generated from deploy/prometheus/alerts.yml by `bash scripts/ci-deploy.sh --write-rules`:
+# edit alerts.yml, not this file (CI fails when they differ). What each alert means:
+# docs/monitoring.md.
+#
+# kube-prometheus-stack selects rules by the label `release: <Helm release name>` (its
+# default ruleSelector): set yours in an overlay, as for the ServiceMonitor.
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: lotbridge
+  labels:
+    release: kube-prometheus-stack
+spec:
+EOF
+  sed -n '/^groups:/,$p' deploy/prometheus/alerts.yml | sed -e 's/^\(.\)/  \1/'
+}
+
+if [ "${1:-}" = --write-rules ]; then
+  render_prometheus_rule >"$RULE_FILE"
+  echo "wrote $RULE_FILE"
+  exit 0
+fi
 
 VENV="$HOME/.cache/lotbridge/venv"
 WORK="$(mktemp -d)"
@@ -120,20 +151,112 @@ service_monitor_schema() {
 EOF
 }
 
+# A minimal schema of the Prometheus operator's PrometheusRule: groups of named rules.
+prometheus_rule_schema() {
+  cat >"$WORK/prometheusrule.schema.json" <<'EOF'
+{
+  "type": "object",
+  "required": ["apiVersion", "kind", "metadata", "spec"],
+  "properties": {
+    "apiVersion": {"const": "monitoring.coreos.com/v1"},
+    "kind": {"const": "PrometheusRule"},
+    "metadata": {"type": "object", "required": ["name", "labels"],
+                 "properties": {"labels": {"type": "object", "required": ["release"]}}},
+    "spec": {
+      "type": "object", "required": ["groups"], "additionalProperties": false,
+      "properties": {
+        "groups": {"type": "array", "minItems": 1, "items": {
+          "type": "object", "required": ["name", "rules"], "additionalProperties": false,
+          "properties": {
+            "name": {"type": "string"}, "interval": {"type": "string"},
+            "rules": {"type": "array", "minItems": 1, "items": {
+              "type": "object", "required": ["alert", "expr"], "additionalProperties": false,
+              "properties": {
+                "alert": {"type": "string"}, "expr": {"type": "string"},
+                "for": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                "labels": {"type": "object"},
+                "annotations": {"type": "object", "required": ["summary", "runbook_url"]}
+              }
+            }}
+          }
+        }}
+      }
+    }
+  }
+}
+EOF
+}
+
+# Splits a multi-document YAML stream into one file per document under $2.
+split_documents() {
+  mkdir -p "$2"
+  "$VENV/bin/python" - "$1" "$2" <<'EOF'
+import sys, yaml
+for i, doc in enumerate(d for d in yaml.safe_load_all(open(sys.argv[1])) if d):
+    with open(f"{sys.argv[2]}/{i:02d}-{doc['kind']}.yaml", "w") as out:
+        yaml.safe_dump(doc, out)
+EOF
+}
+
 check_kubernetes() {
   "$VENV/bin/kubectl" kustomize deploy/k8s >"$WORK/k8s.yaml" || { fail "kubectl kustomize deploy/k8s"; return; }
   "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn "$WORK/k8s.yaml" || fail "kubernetes-validate (built base)"
+  ! grep -q '^apiVersion: monitoring.coreos.com' "$WORK/k8s.yaml" ||
+    fail "the base uses the Prometheus operator's CRDs: kubectl apply -k deploy/k8s would fail without them"
+  grep -q 'unhealthyPodEvictionPolicy: AlwaysAllow' "$WORK/k8s.yaml" ||
+    fail "the PodDisruptionBudget must let unhealthy pods be evicted (unhealthyPodEvictionPolicy: AlwaysAllow)"
   for f in deploy/k8s/*.yaml; do
     case "$(basename "$f")" in
       kustomization.yaml) ;;
-      servicemonitor.yaml)
-        service_monitor_schema
-        "$VENV/bin/check-jsonschema" --schemafile "$WORK/servicemonitor.schema.json" "$f" || fail "$f"
-        ;;
       *) "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn "$f" || fail "kubernetes-validate $f" ;;
     esac
   done
-  grep -q '^kind: ServiceMonitor' "$WORK/k8s.yaml" || fail "the built base has no ServiceMonitor"
+  check_monitoring_component
+}
+
+# The base with the monitoring component: core objects valid, the ServiceMonitor and the
+# PrometheusRule valid against their schemas and labelled for kube-prometheus-stack, and
+# the PrometheusRule carrying exactly deploy/prometheus/alerts.yml.
+check_monitoring_component() {
+  local built="$WORK/with-monitoring.yaml" docs="$WORK/with-monitoring" overlay="$WORK/overlay" f
+  # The overlay of docs/operations.md, outside the base (kustomize refuses an overlay
+  # inside the directory of its base).
+  mkdir -p "$overlay"
+  local base
+  base="$(realpath --relative-to="$overlay" deploy/k8s)"
+  cat >"$overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $base
+components:
+  - $base/components/monitoring
+EOF
+  "$VENV/bin/kubectl" kustomize "$overlay" >"$built" || { fail "kubectl kustomize of the base with the monitoring component"; return; }
+  split_documents "$built" "$docs" || { fail "splitting the built overlay"; return; }
+  service_monitor_schema
+  prometheus_rule_schema
+  for f in "$docs"/*.yaml; do
+    case "$f" in
+      *-ServiceMonitor.yaml)
+        "$VENV/bin/check-jsonschema" --schemafile "$WORK/servicemonitor.schema.json" "$f" || fail "ServiceMonitor schema"
+        grep -q 'release:' "$f" || fail "the ServiceMonitor lacks kube-prometheus-stack's release label"
+        ;;
+      *-PrometheusRule.yaml)
+        "$VENV/bin/check-jsonschema" --schemafile "$WORK/prometheusrule.schema.json" "$f" || fail "PrometheusRule schema"
+        ;;
+      *) "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn "$f" || fail "kubernetes-validate $(basename "$f")" ;;
+    esac
+  done
+  [ -n "$(ls "$docs"/*-ServiceMonitor.yaml 2>/dev/null)" ] || fail "the monitoring component has no ServiceMonitor"
+  [ -n "$(ls "$docs"/*-PrometheusRule.yaml 2>/dev/null)" ] || fail "the monitoring component has no PrometheusRule"
+  render_prometheus_rule | diff -u "$RULE_FILE" - >&2 ||
+    fail "$RULE_FILE differs from deploy/prometheus/alerts.yml: run bash scripts/ci-deploy.sh --write-rules"
+  # The operator hands spec.groups to Prometheus as a rule file: promtool must accept it.
+  if ! "$VENV/bin/python" -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], sys.stdout)' \
+    "$RULE_FILE" >"$WORK/prometheusrule-groups.yml" || ! promtool check rules "$WORK/prometheusrule-groups.yml" >/dev/null; then
+    fail "promtool check rules on the PrometheusRule's groups"
+  fi
 }
 
 check_compose() {

@@ -92,6 +92,7 @@ start_scenario() {
   fi
   TARGET="$(sed -n 's#^metrics on http://\([^/]*\)/metrics#\1#p' "$WORK/scenario.out" | head -1)"
   echo "lotbridge scenario serving metrics on $TARGET"
+  curl -fsS --max-time 5 "http://$TARGET/metrics" >"$WORK/first-metrics.txt" || fail "/metrics does not answer 200"
   curl -fsS --max-time 5 "http://$TARGET/healthz" >/dev/null || fail "/healthz does not answer 200"
   local ready
   ready="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$TARGET/readyz")"
@@ -132,7 +133,36 @@ EOF
 # Every dashboard query, with the template variables a user would have selected.
 dashboard_queries() {
   jq -r '.. | objects | select(has("expr")) | .expr' "$DASHBOARD" |
-    sed -e 's/\$__rate_interval/1m/g' -e 's/\$sink/.*/g'
+    sed -e 's/\$__rate_interval/1m/g' -e 's/\$sink/.*/g' -e 's/\$namespace/.*/g' -e 's/\$job/.*/g' -e 's/\$instance/.*/g'
+}
+
+# The dashboard's variables: namespace, job, instance and sink, each with "All". The sink
+# list must come from a series lotbridge creates for every configured sink at startup,
+# before any record is read: checked on the scenario's very first /metrics.
+check_variables() {
+  local v query metric sinks expr
+  for v in namespace job instance sink; do
+    jq -e --arg v "$v" '.templating.list[] | select(.name == $v and .includeAll == true)' "$DASHBOARD" >/dev/null ||
+      fail "dashboard variable $v missing (or without All)"
+  done
+  query="$(jq -r '.templating.list[] | select(.name == "sink") | .query.query' "$DASHBOARD")"
+  metric="$(sed -n 's/^label_values(\([a-z_]*\).*/\1/p' <<<"$query")"
+  [ -n "$metric" ] || { fail "sink variable query not understood: $query"; return; }
+  sinks="$(grep "^$metric{" "$WORK/first-metrics.txt" | grep -o 'sink="[^"]*"' | sort -u | tr '\n' ' ')"
+  [ "$sinks" = 'sink="bzx" sink="coupons" sink="isp" ' ] ||
+    fail "the sink variable's metric $metric does not list every sink at startup: $sinks"
+  while IFS= read -r expr; do
+    fail "dashboard query ignores the namespace/job/instance variables: $expr"
+  done < <(jq -r '.. | objects | select(has("expr")) | .expr' "$DASHBOARD" | grep 'lotbridge_' | grep -v '\$namespace' || true)
+}
+
+# Every runbook_url of the alert rules points at an existing heading of docs/monitoring.md.
+check_runbooks() {
+  local anchor
+  while IFS= read -r anchor; do
+    grep -qi "^### $anchor\$" docs/monitoring.md || fail "runbook anchor #$anchor has no heading in docs/monitoring.md"
+  done < <(sed -n 's/.*runbook_url: ".*docs\/monitoring.md#\([a-z]*\)".*/\1/p' "$RULES")
+  [ "$(grep -c '^ *runbook_url:' "$RULES")" = "$(grep -c '^ *- alert:' "$RULES")" ] || fail "an alert without runbook_url"
 }
 
 # Retries each dashboard query until it returns data, up to a deadline: rates need a few
@@ -181,7 +211,9 @@ check_rules() {
 
 need
 promtool_checks
+check_runbooks
 start_scenario
+check_variables
 start_prometheus
 check_dashboard
 check_rules

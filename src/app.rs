@@ -1,9 +1,11 @@
 //! Wiring of a running lotbridge: the HTTP client, metrics and health endpoints, the engine,
 //! and the shutdown signal.
 //!
-//! `/readyz` is ready when every sink owns partitions (or is a standby member of its group)
-//! and its credentials passed the last background check, and stops being ready when
-//! draining starts.
+//! `/readyz` is ready when the configuration is loaded (the server starts only after) and
+//! every sink's consumer has joined its group, with partitions assigned or waiting for an
+//! assignment; it stops being ready when draining starts, and its body says why. Vendor
+//! health (credential checks, token endpoints) is not part of readiness: a vendor outage
+//! must not stall a rollout. It shows in metrics and alerts instead.
 
 use crate::config::Loaded;
 use crate::engine::sink::Sink;
@@ -31,7 +33,7 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// How often each sink's credentials are checked in the background (readiness).
+/// How often each sink's credentials are checked in the background (metrics only).
 const AUTH_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// The longest one credential check may take before it counts as failed.
 const AUTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,23 +58,49 @@ impl Health {
     }
 }
 
+/// What `/readyz` answers: ready or not, and the text of its body (the reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyAnswer {
+    /// Whether the replica is ready.
+    pub ready: bool,
+    /// One line per sink (or the reason it is not ready), for people.
+    pub body: String,
+}
+
+/// The readiness of an engine, as `/readyz` asks it.
+pub type ReadyProbe = Arc<dyn Fn() -> ReadyAnswer + Send + Sync>;
+
 #[derive(Clone)]
 struct ServerState {
     metrics: Metrics,
     health: Arc<Health>,
-    engine_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    engine_ready: ReadyProbe,
 }
 
 impl ServerState {
-    fn ready(&self) -> bool {
-        let ready = self.health.serving.load(Ordering::Relaxed) && (self.engine_ready)();
-        self.metrics.ready.set(i64::from(ready));
-        ready
+    fn ready(&self) -> ReadyAnswer {
+        let answer = if self.health.serving.load(Ordering::Relaxed) {
+            (self.engine_ready)()
+        } else {
+            ReadyAnswer { ready: false, body: "not ready: draining (shutting down)\n".into() }
+        };
+        self.metrics.ready.set(i64::from(answer.ready));
+        answer
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz`.
+/// `/metrics`, `/healthz` and `/readyz`, with a plain yes/no readiness (its body says only
+/// `ready` or `not ready`).
 pub fn health_router(metrics: Metrics, health: Arc<Health>, ready: Arc<dyn Fn() -> bool + Send + Sync>) -> Router {
+    let probe: ReadyProbe = Arc::new(move || {
+        let ready = ready();
+        ReadyAnswer { ready, body: if ready { "ready\n".into() } else { "not ready\n".into() } }
+    });
+    health_router_with_reasons(metrics, health, probe)
+}
+
+/// `/metrics`, `/healthz` and `/readyz`, whose body is the probe's reason.
+pub fn health_router_with_reasons(metrics: Metrics, health: Arc<Health>, ready: ReadyProbe) -> Router {
     async fn metrics_text(State(s): State<ServerState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
         s.ready(); // keeps the `ready` gauge current for every scrape
         ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
@@ -83,12 +111,10 @@ pub fn health_router(metrics: Metrics, health: Arc<Health>, ready: Arc<dyn Fn() 
             Some(why) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed: {why}\n")),
         }
     }
-    async fn readyz(State(s): State<ServerState>) -> (StatusCode, &'static str) {
-        if s.ready() {
-            (StatusCode::OK, "ready\n")
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-        }
+    async fn readyz(State(s): State<ServerState>) -> (StatusCode, String) {
+        let answer = s.ready();
+        let status = if answer.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        (status, answer.body)
     }
     Router::new()
         .route("/metrics", get(metrics_text))
@@ -114,66 +140,98 @@ fn serve_on(listener: tokio::net::TcpListener, router: Router) -> tokio::task::J
     })
 }
 
-/// Whether every sink can do its work: it owns partitions (or is a standby member of its
-/// group, which has none to give it) and its vendor accepts its credentials.
+/// Where a sink stands in its consumer group, as readiness sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Not (yet) a member of its group: Kafka unreachable, or the join is under way.
+    NotJoined,
+    /// A member with no partition: waiting for an assignment (a standby when the group
+    /// has more members than partitions); it takes partitions over on the next rebalance.
+    Waiting,
+    /// Partitions assigned.
+    Assigned(usize),
+}
+
+impl Placement {
+    fn is_ready(self) -> bool {
+        self != Placement::NotJoined
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Placement::NotJoined => "not in its consumer group yet".into(),
+            Placement::Waiting => "joined its consumer group, waiting for partitions".into(),
+            Placement::Assigned(n) => format!("{n} partitions assigned"),
+        }
+    }
+}
+
+/// Whether every sink can take its share of the work: configuration loaded, and its
+/// consumer in its group, with partitions or waiting for them. Vendor credentials are
+/// checked in the background for metrics and alerts only, never for readiness.
 pub struct Readiness {
     sinks: Vec<Arc<Sink>>,
-    auth_ok: Vec<AtomicBool>,
     metrics: Metrics,
     last: AtomicBool,
 }
 
 impl Readiness {
-    /// Readiness of `sinks`; credentials count as unchecked (not ready) until the first check.
+    /// Readiness of `sinks` (of a loaded configuration).
     pub fn new(sinks: Vec<Arc<Sink>>, metrics: Metrics) -> Arc<Readiness> {
-        let auth_ok = sinks.iter().map(|_| AtomicBool::new(false)).collect();
-        Arc::new(Readiness { sinks, auth_ok, metrics, last: AtomicBool::new(false) })
+        Arc::new(Readiness { sinks, metrics, last: AtomicBool::new(false) })
     }
 
-    /// True when every sink has partitions (or joined its group) and working credentials.
-    /// Logs when the answer changes, with the first sink that holds readiness back.
+    /// True when every sink's consumer has joined its group. Logs when the answer changes,
+    /// with the first sink that holds readiness back.
     pub fn is_ready(&self) -> bool {
-        let blocker = self.sinks.iter().zip(&self.auth_ok).find_map(|(sink, auth)| self.blocker(sink, auth));
+        self.answer().ready
+    }
+
+    /// The answer of `/readyz`: ready or not, and one line per sink saying where it stands.
+    pub fn answer(&self) -> ReadyAnswer {
+        let places: Vec<(&str, Placement)> = self.sinks.iter().map(|s| (s.name(), self.placement(s))).collect();
+        let blocker = places.iter().find(|(_, p)| !p.is_ready());
         let ready = blocker.is_none();
         if self.last.swap(ready, Ordering::Relaxed) != ready {
             match blocker {
                 None => tracing::info!("ready"),
-                Some((sink, why)) => tracing::info!(sink, why, "not ready"),
+                Some((sink, why)) => tracing::info!(sink, why = %why.describe(), "not ready"),
             }
         }
-        ready
+        let mut body = match blocker {
+            None => "ready\n".to_string(),
+            Some((sink, why)) => format!("not ready: sink {sink} is {}\n", why.describe()),
+        };
+        for (sink, place) in &places {
+            body.push_str(&format!("sink {sink}: {}\n", place.describe()));
+        }
+        ReadyAnswer { ready, body }
     }
 
-    /// Why `sink` holds readiness back, if it does.
-    fn blocker<'a>(&self, sink: &'a Sink, auth: &AtomicBool) -> Option<(&'a str, &'static str)> {
-        if !auth.load(Ordering::Relaxed) {
-            Some((sink.name(), "credentials not checked or not accepted"))
-        } else if !self.placed(sink) {
-            Some((sink.name(), "no partitions and not in its consumer group yet"))
-        } else {
-            None
+    /// Partitions assigned, or a member of its group waiting for them (more replicas than
+    /// partitions, or between the join and the assignment).
+    fn placement(&self, sink: &Sink) -> Placement {
+        let assigned = sink.partitions.assigned().len();
+        let joined = self.metrics.group_joined.get_metric_with_label_values(&[sink.name()]).is_ok_and(|g| g.get() == 1);
+        match (assigned, joined) {
+            (0, false) => Placement::NotJoined,
+            (0, true) => Placement::Waiting,
+            (n, _) => Placement::Assigned(n),
         }
     }
 
-    /// Partitions assigned, or a member of a group that has none to give (more replicas
-    /// than partitions): such a standby replica is ready and takes over on the next rebalance.
-    fn placed(&self, sink: &Sink) -> bool {
-        let joined = self.metrics.group_joined.get_metric_with_label_values(&[sink.name()]).is_ok_and(|g| g.get() == 1);
-        joined || !sink.partitions.assigned().is_empty()
-    }
-
-    /// Checks every sink's credentials once (concurrently) and records the results.
+    /// Checks every sink's credentials once (concurrently) and records the results in the
+    /// metrics (`auth_ok`, `auth_checks_total`, `credentials_rejected`).
     pub async fn check_auth(&self) {
         let results = futures::future::join_all(self.sinks.iter().map(|sink| check_one(sink))).await;
-        for ((sink, auth), result) in self.sinks.iter().zip(&self.auth_ok).zip(results) {
-            self.record(sink, auth, result);
+        for (sink, result) in self.sinks.iter().zip(results) {
+            self.record(sink, result);
         }
     }
 
-    fn record(&self, sink: &Sink, auth: &AtomicBool, result: AuthCheck) {
+    fn record(&self, sink: &Sink, result: AuthCheck) {
         let name = sink.name();
         let ok = result == AuthCheck::Ok;
-        auth.store(ok, Ordering::Relaxed);
         self.metrics.auth_checks.with_label_values(&[name, result.as_str()]).inc();
         self.metrics.auth_ok.with_label_values(&[name]).set(i64::from(ok));
         // The engine raises this gauge on a refused token; only a good check lowers it again.
@@ -182,7 +240,7 @@ impl Readiness {
         }
     }
 
-    /// Checks credentials every 30 s, forever (abort the task to stop).
+    /// Checks credentials every 30 s for the metrics, forever (abort the task to stop).
     pub async fn run_auth_checks(self: Arc<Self>) {
         let mut tick = tokio::time::interval(AUTH_CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,14 +304,16 @@ impl HealthServer {
     pub async fn start(addr: &str, metrics: Metrics, sinks: Vec<Arc<Sink>>) -> anyhow::Result<HealthServer> {
         sinks.iter().for_each(|s| metrics.init_sink(s.name()));
         let health = Arc::new(Health::new(sinks.clone()));
+        let sinks_for_status = sinks.clone();
         let readiness = Readiness::new(sinks, metrics.clone());
         let probe = readiness.clone();
-        let router = health_router(metrics, health.clone(), Arc::new(move || probe.is_ready()));
+        let router = health_router_with_reasons(metrics, health.clone(), Arc::new(move || probe.answer()))
+            .merge(crate::status::router(sinks_for_status));
         let listener = bind(addr).await?;
         let addr = listener.local_addr().context("metrics listener address")?;
         let server = serve_on(listener, router);
         let checks = tokio::spawn(readiness.clone().run_auth_checks());
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /status");
         Ok(HealthServer { health, readiness, addr, tasks: vec![server, checks] })
     }
 }

@@ -193,9 +193,15 @@ pub struct SinkConfig {
     /// Timeout of one vendor request, in milliseconds.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// A lot is live while it sent anything within this many seconds (heartbeats).
+    /// A lot is live while it sent anything within this many seconds (heartbeats in
+    /// `heartbeat_lots = "live"` mode).
     #[serde(default = "default_live_window_secs")]
     pub live_window_secs: u64,
+    /// Which lots get heartbeats, for vendors that require them: every bound lot whose
+    /// partition this replica owns (`bound`, the default), or only lots live within
+    /// `live_window_secs` (`live`).
+    #[serde(default)]
+    pub heartbeat_lots: HeartbeatLots,
     /// Heartbeat period in seconds for vendors that require heartbeats (default: the
     /// vendor's own, 60 s for Bingzhouxing; the vendor's at-most-once-a-minute limit still
     /// applies per lot).
@@ -233,6 +239,20 @@ fn default_request_timeout_ms() -> u64 {
 }
 fn default_live_window_secs() -> u64 {
     180
+}
+
+/// Which lots a sink sends heartbeats for (vendors that require a heartbeat per lot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatLots {
+    /// Every bound lot whose partition this replica owns (Kafka's default partitioner,
+    /// murmur2 of the lot code, over the first input topic's partitions): a quiet lot, or
+    /// one that has sent nothing since a restart, stays online at the vendor.
+    #[default]
+    Bound,
+    /// Only lots that sent something within `live_window_secs`: the vendor shows a lot
+    /// offline once its own traffic stops.
+    Live,
 }
 
 /// One inline binding.

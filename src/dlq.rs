@@ -63,6 +63,9 @@ pub struct Selection {
     pub sink: Option<String>,
     /// Only dead letters of this stage: `decode`, `map` or `deliver` (`lotbridge.stage`).
     pub stage: Option<String>,
+    /// Only dead letters of this lot: the event's `lot` field, or the record's key when the
+    /// value is not a readable event (see [`Letter::lot`]).
+    pub lot: Option<String>,
     /// Only dead letters written at or after this time (the dead letter's timestamp).
     pub since: Option<DateTime<Utc>>,
     /// Only dead letters written before this time.
@@ -74,6 +77,9 @@ impl Selection {
     pub fn matches(&self, letter: &Letter) -> bool {
         let same = |want: &Option<String>, got: &Option<String>| want.as_ref().is_none_or(|w| got.as_ref() == Some(w));
         if !same(&self.sink, &letter.sink) || !same(&self.stage, &letter.stage) {
+            return false;
+        }
+        if self.lot.is_some() && !same(&self.lot, &letter.lot()) {
             return false;
         }
         match letter.timestamp {
@@ -88,6 +94,9 @@ impl Selection {
             if s >= u {
                 return Err(DlqError::Invalid(format!("--since {s} is not before --until {u}")));
             }
+        }
+        if self.lot.as_deref().is_some_and(str::is_empty) {
+            return Err(DlqError::Invalid("--lot needs a lot code".into()));
         }
         if let Some(stage) = &self.stage {
             if !["decode", "map", "deliver"].contains(&stage.as_str()) {
@@ -128,6 +137,25 @@ mod tests {
         assert!(!sel.matches(&letter("b", "deliver", None)));
         assert!(!sel.matches(&letter("a", "decode", None)));
         assert!(!sel.matches(&Letter::default()), "a record without lotbridge headers is not sink a's");
+    }
+
+    #[test]
+    fn lot_is_the_events_lot_or_else_the_key() {
+        let event = |lot: &str| format!(r#"{{"v":1,"id":"e","type":"lot.heartbeat","lot":"{lot}","data":{{}}}}"#);
+        let with = |key: Option<&str>, value: &str| Letter {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.as_bytes().to_vec(),
+            ..letter("a", "deliver", None)
+        };
+        let sel = Selection { lot: Some("P1".into()), ..Selection::default() };
+        assert!(sel.matches(&with(Some("other-key"), &event("P1"))), "the event's lot decides");
+        assert!(!sel.matches(&with(Some("P1"), &event("P2"))), "even against the key");
+        assert!(sel.matches(&with(Some("P1"), "{not json")), "an unreadable value falls back to the key");
+        assert!(!sel.matches(&with(None, "{not json")), "no lot at all: not P1's");
+        assert!(!sel.matches(&with(Some("P10"), "[1]")), "whole codes, not prefixes");
+        let lots = |value: &str| with(Some("K"), value).lot();
+        assert_eq!(lots(r#"{"lot": 5}"#).as_deref(), Some("K"), "a lot that is not text: the key");
+        assert!(Selection { lot: Some(String::new()), ..Selection::default() }.check().is_err());
     }
 
     #[test]

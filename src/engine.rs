@@ -37,6 +37,7 @@ mod offsets;
 pub mod output;
 mod retry;
 mod route;
+pub mod schedule;
 pub mod sink;
 mod task;
 
@@ -109,18 +110,7 @@ impl Engine {
             sink.set_offset_store(Some(store));
             let intake = intake::run_intake(sink.clone(), consumer.clone(), self.kafka.clone(), stop_rx.clone());
             tasks.push(spawn_guarded(sink, "reading", intake));
-            if let Some(book) = &sink.lot_book {
-                let list = run_lot_list(self.kafka.clone(), sink.clone(), book.clone(), stop_rx.clone());
-                spawn_guarded(sink, "pushing the lot list", list);
-            }
-            let configured = sink.config.heartbeat_secs.map(|s| Duration::from_secs(s.max(1)));
-            if let Some(period) = sink.adapter.heartbeat_every().map(|own| configured.unwrap_or(own)) {
-                spawn_guarded(
-                    sink,
-                    "scheduling heartbeats",
-                    intake::run_heartbeats(sink.clone(), period, stop_rx.clone()),
-                );
-            }
+            schedule::start(&self.kafka, sink, &consumer, &stop_rx);
             consumers.push(consumer);
         }
         tracing::info!(sinks = self.sinks.len(), topics = ?self.kafka.topics, "lotbridge running");
@@ -187,20 +177,4 @@ async fn first_failure(sinks: &[Arc<Sink>]) -> EngineError {
     let failed = sinks.iter().map(|s| Box::pin(async move { (s.name().to_string(), s.failed().await) }));
     let ((sink, why), _, _) = futures::future::select_all(failed).await;
     EngineError::SinkFailed { sink, why }
-}
-
-/// Rebuilds a sink's lot book from the lot topics, then pushes the full list daily.
-async fn run_lot_list(kafka: KafkaConfig, sink: Arc<Sink>, book: Arc<lots::LotBook>, stop: watch::Receiver<bool>) {
-    let Some(at) = lots::parse_time(&sink.config.daily_push_at) else { return };
-    let topics = kafka.lot_topics.clone().unwrap_or_else(|| kafka.topics.clone());
-    let rebuilt = {
-        let book = book.clone();
-        tokio::task::spawn_blocking(move || lots::rebuild(&kafka, &topics, &book)).await
-    };
-    match rebuilt {
-        Ok(Ok(n)) => tracing::info!(sink = sink.name(), lot_events = n, "lot list rebuilt"),
-        Ok(Err(e)) => tracing::warn!(sink = sink.name(), error = %e, "lot list not rebuilt; real-time updates only"),
-        Err(e) => tracing::warn!(sink = sink.name(), error = %e, "lot list rebuild failed"),
-    }
-    lots::run_daily_push(sink, book, at, stop).await;
 }

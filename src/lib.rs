@@ -15,6 +15,7 @@
 //! - [`text`]: cutting text for logs, headers and reasons on character boundaries.
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
+//! - [`status`]: the per-sink, per-lot status view (`GET /status`, `lotbridge status`).
 //! - [`produce`]: `lotbridge produce`: the synthetic city into a real cluster (compose traffic).
 //! - [`demo`]: `lotbridge demo`: broker, simulators, a synthetic city and the engine in one process.
 
@@ -30,5 +31,6 @@ pub mod photo;
 pub mod produce;
 pub mod secret;
 pub mod sim;
+pub mod status;
 pub mod text;
 pub mod vendors;

@@ -61,6 +61,19 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Print a running lotbridge's status (GET /status): per sink its state and why, lag,
+    /// budget, the largest backlogs and the most recent failures by lot.
+    Status {
+        /// Where the replica serves /metrics (HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:9898")]
+        addr: String,
+        /// One lot's line per sink instead of the lists.
+        #[arg(long)]
+        lot: Option<String>,
+        /// Print the JSON as served.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 if a lotbridge health endpoint answers 2xx (container health checks).
     Healthcheck {
         /// The endpoint to call.
@@ -109,6 +122,9 @@ enum DlqCommand {
         /// Only dead letters of this stage: decode, map or deliver.
         #[arg(long)]
         stage: Option<String>,
+        /// Only dead letters of this lot (the event's lot, or the record's key).
+        #[arg(long)]
+        lot: Option<String>,
         /// Only dead letters written at or after this time (RFC 3339).
         #[arg(long, value_parser = rfc3339)]
         since: Option<DateTime<Utc>>,
@@ -133,6 +149,9 @@ enum DlqCommand {
         /// Only dead letters of this sink.
         #[arg(long)]
         sink: Option<String>,
+        /// Only dead letters of this lot (the event's lot, or the record's key).
+        #[arg(long)]
+        lot: Option<String>,
     },
 }
 
@@ -212,6 +231,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let opts = lotbridge::produce::Options { brokers, topic, lots, coupon_lots, rate, seed, duration };
             lotbridge::produce::run(opts, lotbridge::app::shutdown_signal()).await.map(drop)
         }
+        Command::Status { addr, lot, json } => status(&addr, lot.as_deref(), json).await,
         Command::Healthcheck { url } => {
             let status =
                 reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await?.status();
@@ -221,21 +241,41 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn status(addr: &str, lot: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse_with_params(&format!("http://{addr}/status"), lot.map(|l| ("lot", l)))
+        .with_context(|| format!("--addr {addr:?} is not HOST:PORT"))?;
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("no answer from {addr}"))?;
+    anyhow::ensure!(response.status().is_success(), "{addr}/status answered {}", response.status());
+    let text = response.text().await?;
+    if json {
+        println!("{text}");
+        return Ok(());
+    }
+    let report: lotbridge::status::Report = serde_json::from_str(&text).context("not a lotbridge /status answer")?;
+    print!("{}", lotbridge::status::render(&report));
+    Ok(())
+}
+
 async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
     use lotbridge::dlq;
     match command {
-        DlqCommand::Replay { config, from, sink, stage, since, until, to, dry_run } => {
+        DlqCommand::Replay { config, from, sink, stage, lot, since, until, to, dry_run } => {
             let kafka = kafka_only(&config, sink.as_deref())?;
-            let selection = dlq::Selection { sink, stage, since, until };
+            let selection = dlq::Selection { sink, stage, lot, since, until };
             let options = dlq::ReplayOptions { from, selection, to, dry_run };
             let summary = dlq::replay(&kafka, &options, &dlq::progress_bar()).await?;
             println!("{}{summary}", if dry_run { "dry run, nothing written: " } else { "" });
             Ok(())
         }
-        DlqCommand::Inspect { config, from, sink } => {
+        DlqCommand::Inspect { config, from, sink, lot } => {
             let kafka = kafka_only(&config, sink.as_deref())?;
             let topic = from.unwrap_or_else(|| kafka.dead_letter_topic.clone());
-            let selection = dlq::Selection { sink, ..Default::default() };
+            let selection = dlq::Selection { sink, lot, ..Default::default() };
             print!("{}", dlq::render_table(&dlq::inspect(&kafka, &topic, &selection).await?));
             Ok(())
         }

@@ -79,7 +79,8 @@ pub struct Metrics {
     pub photo_bytes_saved: IntCounterVec,
     /// Heartbeats sent, by sink.
     pub heartbeats: IntCounterVec,
-    /// Lots considered live, by sink.
+    /// Lots this replica sends heartbeats for, by sink (`heartbeat_lots`: its owned bound
+    /// lots, or the live ones).
     pub live_lots: IntGaugeVec,
     /// Results published (zvcms answers), by sink and result.
     pub results_published: IntCounterVec,
@@ -110,6 +111,8 @@ pub struct Metrics {
     /// Vendor fields a mapping changed to fit the vendor (cut to width, plate spaces
     /// removed), by sink, vendor field and change (`truncated`, `normalized`).
     pub fields_adjusted: IntCounterVec,
+    /// The last failure of each lot (bounded), for `/status`: never a metric label.
+    pub lot_failures: Arc<crate::status::LotFailures>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -221,7 +224,12 @@ impl Metrics {
             photos: counter(&r, "photos_total", "Photos by photo-policy outcome.", &["sink", "outcome"])?,
             photo_bytes_saved: counter(&r, "photo_bytes_saved_total", "Bytes saved by recompression.", &["sink"])?,
             heartbeats: counter(&r, "heartbeats_sent_total", "Heartbeats delivered.", &["sink"])?,
-            live_lots: gauge(&r, "lots_live", "Lots that sent something within the live window.", &["sink"])?,
+            live_lots: gauge(
+                &r,
+                "lots_live",
+                "Lots this replica sends heartbeats for (owned bound lots, or live ones in live mode).",
+                &["sink"],
+            )?,
             results_published: counter(&r, "results_published_total", "Answers published.", &["sink", "result"])?,
             build_info: gauge(&r, "build_info", "Build information.", &["version", "git_sha"])?,
             token_fetches: counter(
@@ -266,6 +274,7 @@ impl Metrics {
                 "Vendor fields changed to fit the vendor: cut to its width or normalised (plate spaces).",
                 &["sink", "field", "change"],
             )?,
+            lot_failures: Arc::default(),
             registry: r,
         };
         m.build_info
@@ -286,11 +295,18 @@ impl Metrics {
     /// Creates a sink's series at zero, so dashboards show them from the start and
     /// `increase()` in alerts sees the first event (a series born at 1 shows no increase).
     pub fn init_sink(&self, sink: &str) {
-        for gauge in [&self.sink_paused, &self.paused_partitions, &self.credentials_rejected, &self.group_joined] {
+        for gauge in [
+            &self.sink_paused,
+            &self.paused_partitions,
+            &self.credentials_rejected,
+            &self.group_joined,
+            &self.finished_uncommitted,
+        ] {
             gauge.with_label_values(&[sink]).set(0);
         }
         for result in ["ok", "error"] {
             self.dead_letter_writes.with_label_values(&[sink, result]);
+            self.results_published.with_label_values(&[sink, result]);
         }
         self.token_fetches.with_label_values(&[sink, "error"]);
         self.token_fetches.with_label_values(&[sink, "ok"]);
@@ -443,6 +459,9 @@ mod tests {
             "lotbridge_heartbeats_sent_total{sink=\"bzx\"} 0",
             "lotbridge_credentials_rejected{sink=\"bzx\"} 0",
             "lotbridge_partitions_paused{sink=\"bzx\"} 0",
+            "lotbridge_consumer_group_joined{sink=\"bzx\"} 0",
+            "lotbridge_finished_uncommitted_records{sink=\"bzx\"} 0",
+            "lotbridge_results_published_total{result=\"error\",sink=\"bzx\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -116,6 +116,20 @@ async fn dead_letters_of_an_unknown_lot_code_are_replayed_after_the_fix_and_noth
     assert!(groups[3].reason.contains("code 1000"), "{}", groups[3].reason);
     assert!(groups.iter().all(|g| g.first.is_some() && g.first <= g.last));
 
+    // --lot: one lot's dead letters only, whatever the sink; the decode dead letter (not
+    // JSON) is found by its key.
+    let of_lot = |lot: &str| Selection { lot: Some(lot.into()), ..Selection::default() };
+    let a1 = dlq::inspect(&kc, "in.dlq", &of_lot("A1")).await.expect("inspect --lot");
+    let a1: Vec<(&str, &str, u64)> = a1.iter().map(|g| (g.sink.as_str(), g.stage.as_str(), g.count)).collect();
+    assert_eq!(a1, [("bzx-a", "decode", 1), ("bzx-a", "deliver", 3), ("bzx-b", "decode", 1)]);
+    let b1 = dlq::inspect(&kc, "in.dlq", &of_lot("B1")).await.expect("inspect --lot");
+    assert_eq!(b1.iter().map(|g| g.count).sum::<u64>(), 2, "B1's two refusals");
+    assert!(dlq::inspect(&kc, "in.dlq", &of_lot("A2")).await.expect("inspect --lot").is_empty(), "A2 was delivered");
+    let mut one_lot = replay_options(None, Some("deliver"), true);
+    one_lot.selection.lot = Some("B1".into());
+    let dry = replay(&kc, &one_lot).await.expect("dry run --lot");
+    assert_eq!((dry.scanned, dry.selected), (7, 2), "only B1's delivery failures");
+
     // A dry run counts and writes nothing; a window after every dead letter selects nothing.
     let dry = replay(&kc, &replay_options(Some("bzx-a"), Some("deliver"), true)).await.expect("dry run");
     assert_eq!((dry.scanned, dry.selected, dry.replayed), (7, 3, 3));
@@ -229,6 +243,13 @@ async fn the_command_line_tools_need_only_the_kafka_table() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.starts_with("dry run, nothing written: scanned 2, selected 2, replayed 2"), "{text}");
+    let other_lot = ["dlq", "replay", "--config", config, "--from", "cli.dlq", "--lot", "B7", "--dry-run"];
+    let out = tokio::task::block_in_place(|| lotbridge(&other_lot));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("dry run, nothing written: scanned 2, selected 0"), "{text}");
+    let out = tokio::task::block_in_place(|| lotbridge(&["dlq", "inspect", "--config", config, "--lot", "A1"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.ends_with("2 dead letters in 1 groups\n"), "{text}");
     assert_eq!(kafka.read_all("in").len(), 0, "a dry run writes nothing");
 
     let bad = ["dlq", "replay", "--config", config, "--from", "cli.dlq", "--since", "yesterday"];

@@ -285,7 +285,8 @@ async fn two_instances_share_the_partitions_and_one_finishes_when_the_other_stop
 async fn heartbeats_go_to_live_lots_at_most_once_a_minute() {
     let kafka = Kafka::new();
     kafka.topic("t8", 1);
-    let (toml, sims) = bzx_setup(&kafka, "t8", &[("bzx", &["LIVE", "SILENT"])], "heartbeat_secs = 1").await;
+    let extra = "heartbeat_secs = 1\nheartbeat_lots = \"live\"";
+    let (toml, sims) = bzx_setup(&kafka, "t8", &[("bzx", &["LIVE", "SILENT"])], extra).await;
     let sim = &sims["bzx"];
     let engine = Running::start(common::load(&toml));
     kafka.produce("t8", "LIVE", &vehicle("e1", "LIVE", &plate(1), false)).await;

@@ -1,6 +1,6 @@
 //! Metrics and health endpoints against the real engine on the mock cluster and the vendor
 //! simulators: the engine's scenarios move the right series, `/metrics` carries them over
-//! HTTP without lot codes or plates, and `/readyz` follows partitions, credentials and drain.
+//! HTTP without lot codes or plates, and `/readyz` follows group membership and drain, not vendors.
 
 mod common;
 
@@ -204,18 +204,56 @@ async fn metrics_endpoint_serves_the_series_and_never_a_lot_code_or_plate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rejected_credentials_keep_the_replica_unready() {
+async fn rejected_credentials_show_in_metrics_but_leave_the_replica_ready() {
     let kafka = Kafka::new();
     kafka.topic("m4", 1);
     let (toml, _sim) = setup(&kafka, "m4", &isp_sink("right-secret"), &isp_sink("wrong-secret")).await;
     let h = Harness::start(&toml).await;
-    let joined = [("sink", "isp")];
-    assert!(eventually(WAIT, || async { h.value("lotbridge_consumer_group_joined", &joined) == 1.0 }).await);
     let rejected = [("sink", "isp"), ("result", "rejected")];
     assert!(eventually(WAIT, || async { h.value("lotbridge_auth_checks_total", &rejected) >= 1.0 }).await);
     assert_eq!(h.value("lotbridge_auth_ok", &[("sink", "isp")]), 0.0);
     assert_eq!(h.value("lotbridge_credentials_rejected", &[("sink", "isp")]), 1.0);
-    assert_eq!(h.get("/readyz").await.0, 503, "a sink whose vendor refuses its credentials is not ready");
+    let joined = [("sink", "isp")];
+    assert!(eventually(WAIT, || async { h.value("lotbridge_consumer_group_joined", &joined) == 1.0 }).await);
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, 200, "credentials are the vendor's business, alerted on, not readiness: {body}");
+    h.stop().await;
+}
+
+/// A vendor's token endpoint is down: the replica is ready all the same (a rollout, e.g. of
+/// the configuration fix, must not stall on a vendor), and the outage shows in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_is_unaffected_by_a_vendor_token_endpoint_being_down() {
+    let kafka = Kafka::new();
+    kafka.topic("m7", 1);
+    let toml =
+        format!("{}{}", common::kafka_section(&kafka, "m7"), isp_sink("secret").replace("{url}", "http://127.0.0.1:1"));
+    let h = Harness::start(&toml).await;
+    let unavailable = [("sink", "isp"), ("result", "unavailable")];
+    assert!(eventually(WAIT, || async { h.value("lotbridge_auth_checks_total", &unavailable) >= 1.0 }).await);
+    assert_eq!(h.value("lotbridge_auth_ok", &[("sink", "isp")]), 0.0, "the outage shows in the metrics");
+    assert!(eventually(WAIT, || async { h.get("/readyz").await.0 == 200 }).await, "ready despite the vendor");
+    let (_, body) = h.get("/readyz").await;
+    assert!(body.starts_with("ready\n") && body.contains("sink isp: 1 partitions assigned"), "{body}");
+    h.server.health.serving.store(false, Ordering::Relaxed);
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "the body gives the reason: {body}");
+    h.stop().await;
+}
+
+/// Before its consumer joins the group, `/readyz` names the sink that holds it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn not_ready_names_the_sink_outside_its_group() {
+    // No broker listens here: the consumer can never join.
+    let kafka = Kafka::new();
+    let toml =
+        format!("{}{}", common::kafka_section(&kafka, "m8"), bzx_sink("P1").replace("{url}", "http://127.0.0.1:1"))
+            .replace(&kafka.brokers, "127.0.0.1:1");
+    let h = Harness::start(&toml).await;
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("not ready: sink bzx is not in its consumer group yet"), "{body}");
     h.stop().await;
 }
 

@@ -46,6 +46,22 @@ pub struct Letter {
 }
 
 impl Letter {
+    /// The lot this dead letter is about: the original event's `lot` field, or, when the
+    /// value is not a readable event (a `decode` dead letter, a truncated value), the
+    /// record's key (producers key by lot).
+    pub fn lot(&self) -> Option<String> {
+        /// Only the field wanted; the rest of the event (a photo) is skipped, not kept.
+        #[derive(serde::Deserialize)]
+        struct LotOnly {
+            lot: Option<serde_json::Value>,
+        }
+        let from_event = match serde_json::from_slice::<LotOnly>(&self.value) {
+            Ok(LotOnly { lot: Some(serde_json::Value::String(lot)) }) => Some(lot),
+            _ => None,
+        };
+        from_event.or_else(|| self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()))
+    }
+
     fn from_message(m: &BorrowedMessage<'_>) -> Letter {
         let mut letter = Letter {
             partition: m.partition(),

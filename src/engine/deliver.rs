@@ -118,6 +118,7 @@ fn settle_delivered(sink: &Sink, lane: &Lane, endpoint: &Endpoint, items: Vec<It
 }
 
 async fn dead_letter(sink: &Sink, lot: &str, item: &Item, reason: &str, attempts: u32) {
+    sink.metrics.lot_failures.record(sink.name(), lot, reason);
     match &item.origin {
         Some(origin) => sink.dead_letter(origin, Stage::Deliver, reason, attempts).await,
         None => tracing::warn!(sink = sink.name(), lot, error = reason, "generated record refused by the vendor"),
@@ -200,12 +201,14 @@ async fn attempt_loop(sink: &Sink, lot: &str, endpoint: &Endpoint, items: &[Item
             }
             Step::PauseSink { .. } => {}
             Step::Retry { wait, reason, detail } => {
+                sink.metrics.lot_failures.record(sink.name(), lot, &detail);
                 tracing::debug!(sink = sink.name(), lot, reason = reason.as_str(), detail, ?wait, "retrying");
                 if !pause(sink, wait).await {
                     return Final::Abandoned;
                 }
             }
             Step::Hold { wait, reason, detail } => {
+                sink.metrics.lot_failures.record(sink.name(), lot, &detail);
                 sink.gate.hold(reason, &detail);
                 if probe.is_none() {
                     probe = sink.gate.turn().await;

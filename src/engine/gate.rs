@@ -115,6 +115,11 @@ impl Gate {
         tracing::info!(sink = %self.sink, reason = reason.as_str(), "sink hold cleared: delivering again");
     }
 
+    /// Why the sink is held, if it is.
+    pub(crate) fn held(&self) -> Option<HoldReason> {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether the sink is held.
     pub(crate) fn is_held(&self) -> bool {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).is_some()

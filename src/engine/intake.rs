@@ -1,16 +1,15 @@
 //! One sink's read loop: reads what librdkafka has ready as a batch, has it decoded and
 //! mapped ahead, routes it, and keeps the memory budget's backpressure and the housekeeping
-//! metrics going; and the heartbeat schedule of the partitions it owns.
+//! metrics going.
 
 use super::consumer::SinkConsumer;
 use super::decode::{decode_ahead, RawRecord, Stamps};
-use super::lane::Item;
+
 use super::route::route_all;
 pub(crate) use super::route::submit;
 use super::sink::Sink;
 use crate::config::KafkaConfig;
-use crate::event::{DecodeLimits, Event, EventData};
-use crate::vendors::{Mapping, SkipReason};
+use crate::event::DecodeLimits;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::error::KafkaResult;
@@ -18,7 +17,6 @@ use rdkafka::message::BorrowedMessage;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 /// Most records read per wake-up: what librdkafka has ready is read, decoded, mapped and
 /// routed as one batch, so per-record costs (task wake-ups, locks, metric lookups) are paid
@@ -123,55 +121,4 @@ fn housekeeping(sink: &Sink) {
         sink.metrics.export_adjustments(sink.name(), adjusted);
     }
     sink.gate.prune();
-}
-
-/// Every `period`, queues a heartbeat for each bound lot that is live and whose partition
-/// this instance owns, so heartbeats move with partitions on rebalance.
-pub(crate) async fn run_heartbeats(sink: Arc<Sink>, period: Duration, mut stop: watch::Receiver<bool>) {
-    let window = Duration::from_secs(sink.config.live_window_secs);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let lots = live_lots(&sink, window);
-        sink.metrics.live_lots.with_label_values(&[sink.name()]).set(lots.len() as i64);
-        for lot in lots {
-            queue_heartbeat(&sink, &lot);
-        }
-    }
-}
-
-fn live_lots(sink: &Sink, window: Duration) -> Vec<String> {
-    let mut live = sink.live.lock().unwrap_or_else(|p| p.into_inner());
-    live.retain(|_, (seen, _)| seen.elapsed() <= window);
-    live.iter().filter(|(_, (_, tp))| sink.partitions.owns(tp)).map(|(lot, _)| lot.clone()).collect()
-}
-
-fn queue_heartbeat(sink: &Arc<Sink>, lot: &str) {
-    let now = chrono::Utc::now().fixed_offset();
-    let event = Event {
-        id: format!("heartbeat.{lot}.{}", now.timestamp()),
-        lot: lot.to_string(),
-        at: now,
-        data: EventData::LotHeartbeat,
-    };
-    match sink.adapter.map(&event) {
-        Ok(Mapping::Record(mapped)) => {
-            let item = Item {
-                mapped,
-                origin: None,
-                event_type: event.event_type(),
-                event_at: now,
-                read_at: Instant::now(),
-                reply_to: None,
-                backlog: false,
-            };
-            submit(sink, lot, item);
-        }
-        Ok(Mapping::Skip(SkipReason::LotNotBound | SkipReason::TypeNotHandled)) => {}
-        Err(e) => tracing::warn!(sink = sink.name(), lot, error = %e, "cannot map a heartbeat"),
-    }
 }

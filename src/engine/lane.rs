@@ -134,15 +134,27 @@ impl Queue {
                 }
                 self.replace_latest(item)
             }
-            Coalesce::Throttle(period) => {
-                // A little slack so a 60 s schedule is not throttled by its own jitter.
-                let slack = period / 20;
-                if self.last_sent.get(name).is_some_and(|t| now.saturating_duration_since(*t) + slack < period) {
+            Coalesce::Throttle(_) => {
+                // A lot's own record (from Kafka) that comes too early is dropped. One that
+                // lotbridge made on its schedule is never dropped for that: it waits until
+                // the period has passed (`ready_at`), so the schedule bounds the gap between
+                // two records whatever the phase of the lot's own ones (dropping it made
+                // gaps of nearly two periods).
+                if item.origin.is_some() && self.ready_at(&item).is_some_and(|at| now < at) {
                     return vec![(item, Settled::Coalesced)];
                 }
                 self.replace_latest(item)
             }
         }
+    }
+
+    /// When a `Throttle` record may go: a period (less 5 % slack, so a schedule of exactly
+    /// that period is not held back by its own jitter) after the last one delivered;
+    /// `None` when it may go now.
+    fn ready_at(&self, item: &Item) -> Option<Instant> {
+        let Coalesce::Throttle(period) = item.endpoint().coalesce else { return None };
+        let last = self.last_sent.get(item.endpoint().name)?;
+        Some(*last + period - period / 20)
     }
 
     fn has_latest(&self, name: &str) -> bool {
@@ -176,10 +188,14 @@ impl Queue {
     /// Decides the next batch. Latest-value records go first (they are small and fresh);
     /// ordered records are batched from the head while the endpoint stays the same.
     pub fn next(&mut self, limits: Limits, now: Instant) -> Next {
-        if !self.latest.is_empty() {
-            return Next::Send(vec![self.latest.remove(0)]);
+        let mut held: Option<Instant> = None;
+        for (i, item) in self.latest.iter().enumerate() {
+            match self.ready_at(item) {
+                Some(at) if at > now => held = Some(held.map_or(at, |h| h.min(at))),
+                _ => return Next::Send(vec![self.latest.remove(i)]),
+            }
         }
-        let Some(head) = self.ordered.front() else { return Next::Idle };
+        let Some(head) = self.ordered.front() else { return held.map_or(Next::Idle, Next::WaitUntil) };
         let endpoint = *head.endpoint();
         let (mut count, mut bytes) = (0usize, 0usize);
         let mut blocked = false;
@@ -201,9 +217,14 @@ impl Queue {
         let linger = if head.backlog { limits.backlog_linger } else { limits.linger };
         let due = head.read_at + linger;
         if !blocked && count < endpoint.max_records && now < due {
-            return Next::WaitUntil(due);
+            return Next::WaitUntil(held.map_or(due, |h| h.min(due)));
         }
         Next::Send(self.ordered.drain(..count).collect())
+    }
+
+    /// Records queued (for the status view).
+    pub fn len(&self) -> usize {
+        self.ordered.len() + self.latest.len()
     }
 
     /// Whether nothing is queued.
@@ -321,15 +342,76 @@ mod tests {
         assert!(q.push(item(SPACE, "3", t0), t0).is_empty());
     }
 
+    /// A heartbeat from Kafka (the lot's own), with an origin.
+    fn own(endpoint: Endpoint, read_at: Instant) -> Item {
+        let tp: super::super::offsets::TopicPartition = (Arc::from("t"), 0);
+        let ticket = Ticket { tp, generation: 0, offset: 0 };
+        Item { origin: Some(Arc::new(Origin { ticket, key: None, raw: Bytes::new() })), ..item(endpoint, "", read_at) }
+    }
+
     #[test]
     fn heartbeats_at_most_once_per_period() {
         let t0 = Instant::now();
+        let s = Duration::from_secs;
         let mut q = Queue::default();
         assert!(q.push(item(HB, "", t0), t0).is_empty());
         let hb = records(q.next(limits(), t0));
         assert_eq!(hb.len(), 1);
         q.delivered(&HB, &Bytes::new(), t0);
-        assert_eq!(q.push(item(HB, "", t0), t0 + Duration::from_secs(30))[0].1, Settled::Coalesced);
-        assert!(q.push(item(HB, "", t0), t0 + Duration::from_secs(59)).is_empty(), "scheduler jitter tolerated");
+        assert_eq!(q.push(own(HB, t0), t0 + s(30))[0].1, Settled::Coalesced, "the lot's own, too early: dropped");
+        assert!(q.push(own(HB, t0), t0 + s(59)).is_empty(), "scheduler jitter tolerated");
+    }
+
+    #[test]
+    fn a_scheduled_heartbeat_that_comes_early_waits_instead_of_being_dropped() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut q = Queue::default();
+        q.delivered(&HB, &Bytes::new(), t0); // the lot's own heartbeat went out at t0
+        assert!(q.push(item(HB, "", t0 + s(4)), t0 + s(4)).is_empty(), "kept, not coalesced");
+        assert!(matches!(q.next(limits(), t0 + s(4)), Next::WaitUntil(at) if at == t0 + s(57)));
+        q.push(item(IO, "in", t0 + s(4)), t0 + s(4));
+        assert_eq!(records(q.next(limits(), t0 + s(5))), ["in"], "a waiting heartbeat does not hold other records");
+        assert_eq!(records(q.next(limits(), t0 + s(57))).len(), 1, "sent once the period has passed");
+        assert!(q.is_empty());
+    }
+
+    /// The lane's side of the heartbeat schedule: a scheduled heartbeat every 60 s (at 60 k)
+    /// and the lot's own heartbeats from Kafka at any phase and pace; delivery takes no
+    /// time. Between two heartbeats the vendor gets, there is never more than a period, and
+    /// never less than the period less its slack. The old rule (drop anything within the
+    /// period) made gaps of up to 117 s for a lot whose own heartbeat came shortly after a tick.
+    #[test]
+    fn the_gap_between_heartbeats_never_exceeds_the_period_whatever_the_lots_own_heartbeats() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for own_every in [None, Some(60_000), Some(45_000), Some(90_000), Some(600_000)] {
+            for phase in [100u64, 1_000, 3_000, 4_000, 30_000, 56_500, 59_000, 59_900] {
+                let mut q = Queue::default();
+                let mut sent: Vec<u64> = Vec::new();
+                for t in (0..=900_000u64).step_by(100) {
+                    let now = t0 + ms(t);
+                    if t % 60_000 == 0 && t > 0 {
+                        q.push(item(HB, "", now), now);
+                    }
+                    let own_now = match own_every {
+                        None => t == phase,
+                        Some(every) => t >= phase && (t - phase) % every == 0,
+                    };
+                    if own_now {
+                        q.push(own(HB, now), now);
+                    }
+                    if let Next::Send(items) = q.next(limits(), now) {
+                        q.delivered(&HB, &items[0].mapped.record, now);
+                        sent.push(t);
+                    }
+                }
+                let gaps: Vec<u64> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+                let case = format!("own every {own_every:?} ms from {phase} ms: sent at {sent:?}");
+                assert!(gaps.iter().all(|g| *g <= 60_000), "a gap over 60 s: {case}");
+                assert!(gaps.iter().all(|g| *g >= 57_000), "two heartbeats within the period: {case}");
+                assert!(sent.first().is_some_and(|f| *f <= 60_000), "{case}");
+            }
+        }
     }
 }

@@ -67,6 +67,12 @@ impl Lanes {
         (settled, created.then_some(lane))
     }
 
+    /// Records queued per lot (the request in flight not counted), for the status view.
+    pub(crate) fn queued(&self) -> Vec<(String, usize)> {
+        let lanes: Vec<(String, Arc<Lane>)> = self.lock().iter().map(|(l, lane)| (l.clone(), lane.clone())).collect();
+        lanes.into_iter().map(|(lot, lane)| (lot, lane.lock().len())).collect()
+    }
+
     /// Active lanes.
     pub(crate) fn count(&self) -> usize {
         self.lock().len()

@@ -3,8 +3,9 @@
 //!
 //! The latest `lot.upserted` per lot is kept in a [`LotBook`], rebuilt at start by reading
 //! the lot topics from the beginning (make them compacted, keyed by lot, so this stays
-//! cheap) and kept current by intake. Each instance pushes the lots of the partitions it
-//! owns, so replicas split the list the way they split the partitions.
+//! cheap) and kept current by intake. When and by which replica each lot is pushed is
+//! decided in `schedule.rs`: by the partition its code hashes to, so each lot is pushed by
+//! exactly one replica whatever topic its lot events came from.
 
 use super::intake::submit;
 use super::lane::Item;
@@ -21,7 +22,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Records larger than this are not lot events (those carry no photos): not decoded.
@@ -51,6 +51,13 @@ impl LotBook {
     /// Every known lot.
     pub(crate) fn snapshot(&self) -> Vec<(Event, TopicPartition)> {
         self.lots.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Takes the contents of `fresh` (a book read again from the lot topics), dropping
+    /// lots that are no longer there.
+    pub fn replace_with(&self, fresh: LotBook) {
+        let fresh = fresh.lots.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.lots.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 }
 
@@ -124,29 +131,12 @@ pub(crate) fn rebuild(kafka: &KafkaConfig, topics: &[String], book: &LotBook) ->
     Ok(read)
 }
 
-/// Pushes the full list of owned lots every day at `at` (UTC+8).
-pub(crate) async fn run_daily_push(
-    sink: Arc<Sink>,
-    book: Arc<LotBook>,
-    at: NaiveTime,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let now = Utc::now();
-        let wait = (next_push(now, at) - now).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let pushed = push_owned(&sink, &book);
-        tracing::info!(sink = sink.name(), lots = pushed, "daily full lot list queued");
-    }
-}
-
-fn push_owned(sink: &Arc<Sink>, book: &LotBook) -> usize {
+/// Queues the full list of the lots `owns` says this replica is responsible for (the
+/// daily push; `schedule.rs` decides when and who owns what). Returns how many.
+pub(crate) fn push_owned(sink: &Arc<Sink>, book: &LotBook, owns: impl Fn(&str) -> bool) -> usize {
     let mut pushed = 0;
-    for (event, tp) in book.snapshot() {
-        if !sink.partitions.owns(&tp) {
+    for (event, _) in book.snapshot() {
+        if !owns(&event.lot) {
             continue;
         }
         if let Ok(Mapping::Record(mapped)) = sink.adapter.map(&event) {

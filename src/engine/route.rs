@@ -5,7 +5,6 @@ use super::acks::Outcome;
 use super::decode::{Batch, Prepared, Routed};
 use super::deliver::run_lane;
 use super::lane::{Item, Origin, ReplyTo};
-use super::offsets::TopicPartition;
 use super::output::Stage;
 use super::sink::Sink;
 use super::task::spawn_guarded;
@@ -64,7 +63,7 @@ pub(crate) fn route_all(sink: &Arc<Sink>, batch: Batch) {
     sink.complete_all(&finished);
     for (lot, items) in lanes {
         if let Some(origin) = items.first().and_then(|i| i.origin.as_ref()) {
-            note_live(sink, &lot, &origin.ticket.tp);
+            super::schedule::note_live(sink, &lot, &origin.ticket.tp);
         }
         submit_all(sink, &lot, items);
     }
@@ -121,16 +120,6 @@ fn reply_to(event: &Event) -> Option<ReplyTo> {
             Some(ReplyTo { request_id: event.id.clone(), member_id: q.member_id.clone(), lot: event.lot.clone() })
         }
         _ => None,
-    }
-}
-
-fn note_live(sink: &Sink, lot: &str, tp: &TopicPartition) {
-    let mut live = sink.live.lock().unwrap_or_else(|p| p.into_inner());
-    match live.get_mut(lot) {
-        Some(entry) => *entry = (Instant::now(), tp.clone()),
-        None => {
-            live.insert(lot.to_string(), (Instant::now(), tp.clone()));
-        }
     }
 }
 

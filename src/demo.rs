@@ -149,6 +149,8 @@ fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .set("linger.ms", "5")
         .set("message.max.bytes", "12000000")
         .set("queue.buffering.max.kbytes", "262144")
+        // Kafka's default partitioner, as lotbridge assumes for heartbeat ownership.
+        .set("partitioner", "murmur2_random")
         .create()
         .context("cannot create the city's producer")
 }

@@ -53,6 +53,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
+        // Kafka's default partitioner (the Java client's murmur2): lotbridge finds which
+        // replica owns a lot's heartbeats and daily push the same way.
+        .set("partitioner", "murmur2_random")
         .create()
         .context("cannot create the Kafka producer")?;
     producer

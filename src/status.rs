@@ -207,7 +207,7 @@ fn state(m: &Metrics, name: &str, oldest: i64) -> (&'static str, Option<String>)
     ("running", None)
 }
 
-/// Records queued per lot, from the sink's lanes.
+/// Records waiting per lot (queued and in flight), from the sink's lanes.
 fn backlogs(sink: &Sink) -> Vec<LotBacklog> {
     sink.lanes.queued().into_iter().map(|(lot, queued)| LotBacklog { lot, queued }).collect()
 }

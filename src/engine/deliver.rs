@@ -41,7 +41,9 @@ pub(crate) async fn run_lane(sink: Arc<Sink>, lot: String, lane: Arc<Lane>) {
                     items.into_iter().partition(|_| flags.next().unwrap_or(false));
                 revoked.iter().for_each(|i| sink.drop_revoked(i));
                 if !current.is_empty() {
+                    lane.set_in_flight(current.len());
                     deliver(&sink, &lot, &lane, current).await;
+                    lane.set_in_flight(0);
                 }
             }
             Next::WaitUntil(due) => {

@@ -5,6 +5,7 @@
 use super::lane::{Item, Queue, Settled};
 use prometheus::IntGauge;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -14,12 +15,19 @@ use tokio::time::Instant;
 pub(crate) struct Lane {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Records of the batch being delivered (taken out of the queue).
+    in_flight: AtomicUsize,
 }
 
 impl Lane {
     /// The queue, locked.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes how many records the lane's task is delivering now (0 when done).
+    pub(crate) fn set_in_flight(&self, records: usize) {
+        self.in_flight.store(records, Ordering::Relaxed);
     }
 
     /// Completes when something was queued since the last wake-up.
@@ -67,10 +75,11 @@ impl Lanes {
         (settled, created.then_some(lane))
     }
 
-    /// Records queued per lot (the request in flight not counted), for the status view.
+    /// Records waiting per lot: queued, and in the batch being delivered (status view).
     pub(crate) fn queued(&self) -> Vec<(String, usize)> {
         let lanes: Vec<(String, Arc<Lane>)> = self.lock().iter().map(|(l, lane)| (l.clone(), lane.clone())).collect();
-        lanes.into_iter().map(|(lot, lane)| (lot, lane.lock().len())).collect()
+        let waiting = |lane: &Lane| lane.lock().len() + lane.in_flight.load(Ordering::Relaxed);
+        lanes.into_iter().map(|(lot, lane)| (lot, waiting(&lane))).collect()
     }
 
     /// Active lanes.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod tls;
 
 use lotbridge::config::{Config, Loaded};
 use lotbridge::engine::Engine;

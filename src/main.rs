@@ -232,7 +232,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { lots, duration, rate, no_faults, metrics_addr, config_out } => {
-            init_logging(false, Some("warn"));
+            // On a terminal the progress display owns stderr: log lines go to a file named
+            // at the end instead of breaking it.
+            let log_file = demo_logging();
             let opts = lotbridge::demo::Options {
                 lots,
                 duration: std::time::Duration::from_secs(duration),
@@ -244,6 +246,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = lotbridge::demo::run(opts).await?;
             print!("{report}");
+            if let Some(path) = log_file.filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0)) {
+                println!("warnings logged during the run: {}", path.display());
+            }
             anyhow::ensure!(report.complete(), "some records have no final outcome");
             Ok(ExitCode::SUCCESS)
         }
@@ -304,6 +309,29 @@ fn kafka_only(path: &std::path::Path, sink: Option<&str>) -> anyhow::Result<conf
         eprintln!("warning: no sink named {name:?} in {}; selecting its dead letters anyway", path.display());
     }
     Ok(parsed.kafka)
+}
+
+/// The demo's logging: to stderr, or to a file when stderr is the progress display's
+/// terminal (the file's path is returned).
+fn demo_logging() -> Option<PathBuf> {
+    if !std::io::stderr().is_terminal() {
+        init_logging(false, Some("warn"));
+        return None;
+    }
+    let path = std::env::temp_dir().join(format!("lotbridge-demo-{}.log", std::process::id()));
+    match std::fs::File::create(&path) {
+        Ok(file) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            let writer = std::sync::Mutex::new(file);
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).init();
+            Some(path)
+        }
+        Err(_) => {
+            init_logging(false, Some("warn"));
+            None
+        }
+    }
 }
 
 /// The error and its causes on one line, each cause once (a message that already quotes

@@ -122,7 +122,10 @@ pub struct KafkaConfig {
 
 /// One `[kafka.properties]` value: plain text, or a secret that is never printed.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string (\"5000\", quoted) or a secret reference ({ env = \"NAME\" } or { file = \"path\" })"
+)]
 pub enum PropertyValue {
     /// Written inline (`"SASL_SSL"`).
     Text(String),
@@ -871,6 +874,9 @@ base_url = "http://127.0.0.1:1"
             assert!(!shown.contains(secret), "{secret} printed: {shown}");
         }
         assert!(shown.contains("security.protocol=SASL_SSL"), "{shown}");
+        let number = text.replace("\"SASL_SSL\"", "5000");
+        let err = build(&number, dir.path()).err().unwrap().to_string();
+        assert!(err.contains("security.protocol") && err.contains("quoted"), "{err}");
         let unset = text.replace("LOTBRIDGE_TEST_KAFKA_USER_PW", "LOTBRIDGE_TEST_KAFKA_UNSET");
         let err = build(&unset, dir.path()).err().unwrap().to_string();
         assert!(err.contains("sasl.oauthbearer.client.secret") && err.contains("LOTBRIDGE_TEST_KAFKA_UNSET"), "{err}");

@@ -24,7 +24,7 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 
 /// Sets `bootstrap.servers` and every `[kafka.properties]` entry on `cfg`. Call it after a
 /// role's own defaults (group, acks...), so the operator's properties win.
-pub fn apply(cfg: &mut ClientConfig, kafka: &KafkaConfig) {
+pub(crate) fn apply(cfg: &mut ClientConfig, kafka: &KafkaConfig) {
     cfg.set("bootstrap.servers", &kafka.brokers);
     for (key, value) in &kafka.properties {
         match value {
@@ -44,7 +44,7 @@ pub fn apply(cfg: &mut ClientConfig, kafka: &KafkaConfig) {
 }
 
 /// Whether a property's value must never be printed even when written inline.
-pub fn is_sensitive(key: &str) -> bool {
+pub(crate) fn is_sensitive(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "secret", "key.pem", "keystore", ".key", "token", "jaas", "oauthbearer.config"]
         .iter()

@@ -223,7 +223,7 @@ fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::co
     );
     Config::parse(&text, std::path::Path::new("e2e.toml"))
         .expect("parse")
-        .build(std::path::Path::new("."), reqwest::Client::new())
+        .build(std::path::Path::new("."))
         .expect("build")
 }
 
@@ -244,12 +244,7 @@ struct Run {
 async fn lotbridge(bench: &Bench, topic: &str, n: usize) -> Run {
     let url = instant_vendor(Arc::new(AtomicBool::new(false))).await;
     let metrics = Metrics::new().expect("metrics");
-    let engine = Engine::new(
-        config(&bench.brokers, topic, &url, 256 << 20),
-        metrics.clone(),
-        lotbridge::app::http_client().expect("http"),
-    )
-    .expect("engine");
+    let engine = Engine::new(config(&bench.brokers, topic, &url, 256 << 20), metrics.clone()).expect("engine");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(async move {
         let _ = rx.await;
@@ -328,12 +323,7 @@ async fn memory(bench: &Bench, n: usize, photo: &str) {
     reset_peak_rss();
     let base = rss();
     let metrics = Metrics::new().expect("metrics");
-    let engine = Engine::new(
-        config(&bench.brokers, topic, &url, budget),
-        metrics.clone(),
-        lotbridge::app::http_client().expect("http"),
-    )
-    .expect("engine");
+    let engine = Engine::new(config(&bench.brokers, topic, &url, budget), metrics.clone()).expect("engine");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(async move {
         let _ = rx.await;

@@ -91,7 +91,7 @@ client_secret = {{ value = "{barrier_secret}" }}
 
 fn load(text: &str) -> anyhow::Result<Loaded> {
     let config = Config::parse(text, std::path::Path::new("scenario.toml"))?;
-    Ok(config.build(std::path::Path::new("."), reqwest::Client::new())?)
+    Ok(config.build(std::path::Path::new("."))?)
 }
 
 /// Simulators configured with the right credentials; the engine's config then carries a
@@ -174,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
     cluster.create_topic(TOPIC, 2, 1)?;
     let (sims, loaded) = simulators(&brokers).await?;
     let metrics = Metrics::new()?;
-    let engine = Engine::new(loaded, metrics.clone(), lotbridge::app::http_client()?)?;
+    let engine = Engine::new(loaded, metrics.clone())?;
     let server = HealthServer::start(&addr, metrics, engine.sinks().to_vec()).await?;
     println!("metrics on http://{}/metrics", server.addr);
     let producer: FutureProducer =

@@ -2,7 +2,8 @@
 # System tests against a standalone Kafka-protocol broker (Tansu): installs Tansu when it
 # is missing, starts it on a free loopback port with sqlite storage, runs tests/system
 # (lotbridge as a separate process; crashes, broker restart, vendor faults, hostile
-# records, rebalancing, secrets) and stops everything it started. Run by .ci/run.
+# records, rebalancing, secrets; SASL_SSL through stunnel, installed when missing) and
+# stops everything it started. Run by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -13,6 +14,14 @@ if ! command -v tansu >/dev/null; then
   cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
 fi
 tansu --version || true
+
+# The secured-Kafka test (tests/system/secure.rs) puts stunnel's TLS in front of its own
+# Tansu with SCRAM-SHA-512 authentication.
+if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+  echo "stunnel4 is missing: installing it"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q stunnel4
+fi
 
 state=$(mktemp -d)
 cleanup() {

@@ -1,4 +1,4 @@
-//! Wiring of a running lotbridge: the HTTP client, metrics and health endpoints, the engine,
+//! Wiring of a running lotbridge: metrics and health endpoints, the engine,
 //! and the shutdown signal.
 //!
 //! `/readyz` is ready when the configuration is loaded (the server starts only after) and
@@ -21,17 +21,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The HTTP client shared by every sink: pooled connections, rustls, no proxy surprises.
-pub fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .tcp_nodelay(true)
-        .user_agent(concat!("lotbridge/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
 
 /// How often each sink's credentials are checked in the background (metrics only).
 const AUTH_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -328,7 +317,7 @@ impl Drop for HealthServer {
 pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("metrics")?;
     let listen = loaded.config.metrics.listen.clone();
-    let engine = Engine::new(loaded, metrics.clone(), http_client()?)?;
+    let engine = Engine::new(loaded, metrics.clone())?;
     let server = HealthServer::start(&listen, metrics, engine.sinks().to_vec()).await?;
     let draining = server.health.clone();
     engine

@@ -5,6 +5,7 @@
 //! printed. Lot bindings come inline or from a CSV file with the columns
 //! `lot,vendor_lot,token` (`token` as `env:NAME` or `file:PATH`, optional).
 
+use crate::net::NetworkConfig;
 use crate::photo::PhotoPolicy;
 use crate::secret::{Secret, SecretError, SecretRef};
 use crate::vendors::{self, Adapter, VendorKind};
@@ -43,6 +44,14 @@ pub enum ConfigError {
         context: String,
         /// What went wrong.
         source: SecretError,
+    },
+    /// A sink's `[sinks.network]` settings are unusable.
+    #[error("sink {sink:?} network.{source}")]
+    Network {
+        /// The sink.
+        sink: String,
+        /// What is wrong.
+        source: crate::net::NetworkError,
     },
     /// A binding CSV file is malformed.
     #[error("{path}: {message}")]
@@ -105,9 +114,60 @@ pub struct KafkaConfig {
     /// beginning: point this at a compacted topic of lot events (default: `topics`).
     #[serde(default)]
     pub lot_topics: Option<Vec<String>>,
-    /// Pass-through librdkafka properties (SASL, SSL, timeouts...), applied last.
+    /// Pass-through librdkafka properties (SASL, SSL, timeouts...), applied last. A value
+    /// is a string or a secret reference (`{ env = "NAME" }`, `{ file = "path" }`).
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+/// One `[kafka.properties]` value: plain text, or a secret that is never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a string (\"5000\", quoted) or a secret reference ({ env = \"NAME\" } or { file = \"path\" })"
+)]
+pub enum PropertyValue {
+    /// Written inline (`"SASL_SSL"`).
+    Text(String),
+    /// `{ env = "NAME" }`, `{ file = "path" }` or `{ value = "..." }`.
+    Secret(SecretRef),
+}
+
+impl std::fmt::Debug for PropertyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PropertyValue::Text(text) => write!(f, "{text:?}"),
+            PropertyValue::Secret(reference) => write!(f, "{reference:?}"),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Reads every secret reference in `[kafka.properties]` (files relative to `base`, the
+    /// config file's folder) and keeps the values inline, never printed. Sensitive keys
+    /// written inline (`sasl.password = "..."`) become secrets too, so they never print.
+    pub fn resolve_properties(&mut self, base: &Path) -> Result<(), ConfigError> {
+        for (key, value) in self.properties.iter_mut() {
+            let secret = match value {
+                PropertyValue::Secret(reference) => reference
+                    .resolve(base)
+                    .map_err(|source| ConfigError::Secret { context: format!("kafka.properties.{key:?}"), source })?,
+                PropertyValue::Text(text) if crate::kafka::is_sensitive(key) => Secret::new(std::mem::take(text)),
+                PropertyValue::Text(_) => continue,
+            };
+            *value = PropertyValue::Secret(SecretRef::Value(secret));
+        }
+        Ok(())
+    }
+
+    /// `[kafka.properties]` in config words for `check-config`; secrets show as `***`.
+    pub fn properties_summary(&self) -> String {
+        let shown = self.properties.iter().map(|(key, value)| match value {
+            PropertyValue::Text(text) if !crate::kafka::is_sensitive(key) => format!("{key}={text}"),
+            _ => format!("{key}=***"),
+        });
+        shown.collect::<Vec<_>>().join(" ")
+    }
 }
 
 fn default_group_prefix() -> String {
@@ -190,6 +250,9 @@ pub struct SinkConfig {
     /// Bytes of records this sink may hold in memory before it pauses its partitions.
     #[serde(default = "default_memory_budget_bytes")]
     pub memory_budget_bytes: usize,
+    /// How this sink reaches its vendor: trusted CAs, client certificate, proxy, connect timeout.
+    #[serde(default)]
+    pub network: NetworkConfig,
     /// Timeout of one vendor request, in milliseconds.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -446,7 +509,7 @@ pub struct SinkContext<'a> {
     pub max_records: usize,
     /// Folder relative secret files are read from.
     pub base_dir: &'a Path,
-    /// The shared HTTP client.
+    /// The sink's HTTP client (its `[sinks.network]` settings applied).
     pub http: reqwest::Client,
 }
 
@@ -460,6 +523,8 @@ pub struct LoadedSink {
     pub bindings: Arc<Bindings>,
     /// The vendor adapter.
     pub adapter: Arc<dyn Adapter>,
+    /// Its HTTP client, built from `[sinks.network]`.
+    pub http: reqwest::Client,
 }
 
 /// A checked configuration.
@@ -477,19 +542,21 @@ impl Config {
     }
 
     /// Reads, parses, checks and builds everything a run needs.
-    pub fn load(path: &Path, http: reqwest::Client) -> Result<Loaded, ConfigError> {
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let config = Config::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.build(base, http)
+        config.build(base)
     }
 
-    /// Checks the parsed file and builds its sinks; `base` is the config file's folder.
-    pub fn build(self, base: &Path, http: reqwest::Client) -> Result<Loaded, ConfigError> {
+    /// Checks the parsed file and builds its sinks, each with its own HTTP client; `base`
+    /// is the config file's folder.
+    pub fn build(mut self, base: &Path) -> Result<Loaded, ConfigError> {
         self.validate()?;
+        self.kafka.resolve_properties(base)?;
         let mut sinks = Vec::with_capacity(self.sinks.len());
         for sink in &self.sinks {
-            sinks.push(build_sink(sink, base, http.clone())?);
+            sinks.push(build_sink(sink, base)?);
         }
         Ok(Loaded { config: self, sinks })
     }
@@ -551,6 +618,7 @@ impl SinkConfig {
             return Err(invalid(format!("sinks: name {n:?} must be 1-64 characters of A-Z a-z 0-9 - _ .")));
         }
         self.kind()?;
+        self.network.validate().map_err(|source| ConfigError::Network { sink: n.clone(), source })?;
         let checks = [
             (self.concurrency == 0, "concurrency must be at least 1"),
             (self.rate_limit.requests_per_second == 0, "rate_limit.requests_per_second must be at least 1"),
@@ -579,14 +647,26 @@ impl SinkConfig {
         Ok(())
     }
 
+    /// The vendor's base URL, from whichever vendor table is present.
+    pub fn base_url(&self) -> Option<&str> {
+        let urls = [
+            self.barrier_coupon.as_ref().map(|v| v.base_url.as_str()),
+            self.inspur_isp.as_ref().map(|v| v.base_url.as_str()),
+            self.bingzhouxing.as_ref().map(|v| v.base_url.as_str()),
+            self.zvcms.as_ref().map(|v| v.base_url.as_str()),
+        ];
+        urls.into_iter().flatten().next()
+    }
+
     /// Request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 }
 
-fn build_sink(sink: &SinkConfig, base: &Path, http: reqwest::Client) -> Result<LoadedSink, ConfigError> {
+fn build_sink(sink: &SinkConfig, base: &Path) -> Result<LoadedSink, ConfigError> {
     let kind = sink.kind()?;
+    let http = sink.network.client(base).map_err(|source| ConfigError::Network { sink: sink.name.clone(), source })?;
     let bindings = Arc::new(load_bindings(sink, base)?);
     let ctx = SinkContext {
         name: &sink.name,
@@ -594,7 +674,7 @@ fn build_sink(sink: &SinkConfig, base: &Path, http: reqwest::Client) -> Result<L
         photo: sink.photo,
         max_records: sink.batch.max_records,
         base_dir: base,
-        http,
+        http: http.clone(),
     };
     let adapter: Arc<dyn Adapter> = match kind {
         VendorKind::BarrierCoupon => Arc::new(vendors::barrier::build(cfg(&sink.barrier_coupon)?, &ctx)?),
@@ -602,7 +682,7 @@ fn build_sink(sink: &SinkConfig, base: &Path, http: reqwest::Client) -> Result<L
         VendorKind::Bingzhouxing => Arc::new(vendors::bingzhouxing::build(cfg(&sink.bingzhouxing)?, &ctx)?),
         VendorKind::Zvcms => Arc::new(vendors::zvcms::build(cfg(&sink.zvcms)?, &ctx)?),
     };
-    Ok(LoadedSink { config: sink.clone(), kind, bindings, adapter })
+    Ok(LoadedSink { config: sink.clone(), kind, bindings, adapter, http })
 }
 
 fn cfg<T>(table: &Option<T>) -> Result<&T, ConfigError> {
@@ -672,32 +752,70 @@ pub fn resolve_secret(r: &SecretRef, ctx: &SinkContext<'_>, key: &str) -> Result
         .map_err(|source| ConfigError::Secret { context: format!("sink {:?} {key}", ctx.name), source })
 }
 
-/// A one-screen summary for `check-config`: sinks, bound lots, topics. Never a secret.
-pub fn summary(loaded: &Loaded) -> String {
-    let k = &loaded.config.kafka;
+/// A one-screen summary for `check-config` in the configuration's own words: topics,
+/// sinks, options and bound lots (their count; every lot code with `verbose`). Never a secret.
+pub fn summary(loaded: &Loaded, verbose: bool) -> String {
+    let c = &loaded.config;
+    let k = &c.kafka;
     let mut out = format!(
-        "kafka: brokers={} topics={} dead_letters={} results={}\n",
+        "kafka: brokers={} topics={} group_prefix={} dead_letter_topic={} results_topic={}\n",
         k.brokers,
         k.topics.join(","),
+        k.group_prefix,
         k.dead_letter_topic,
         k.results_topic
     );
-    out.push_str(&format!("metrics: {}\n", loaded.config.metrics.listen));
+    if !k.properties.is_empty() {
+        out.push_str(&format!("kafka.properties: {}\n", k.properties_summary()));
+    }
+    out.push_str(&format!("metrics: listen={}\n", c.metrics.listen));
+    out.push_str(&format!("log: json={} filter={}\n", c.log.json, c.log.filter.as_deref().unwrap_or("info")));
     for s in &loaded.sinks {
-        out.push_str(&format!(
-            "sink {}: {} lots={} group={}.{} rate={}/s burst={} concurrency={} photo={:?}\n",
-            s.config.name,
-            s.kind.as_str(),
-            s.bindings.len(),
-            k.group_prefix,
-            s.config.name,
-            s.config.rate_limit.requests_per_second,
-            s.config.rate_limit.burst,
-            s.config.concurrency,
-            s.config.photo,
-        ));
+        out.push_str(&sink_summary(s, &k.group_prefix, verbose));
     }
     out
+}
+
+fn sink_summary(s: &LoadedSink, group_prefix: &str, verbose: bool) -> String {
+    let c = &s.config;
+    let mut out = format!(
+        "sink {} ({}): base_url={} group={group_prefix}.{}\n",
+        c.name,
+        s.kind.as_str(),
+        c.base_url().unwrap_or("?"),
+        c.name
+    );
+    out.push_str(&format!(
+        "  concurrency={} photo={} memory_budget_bytes={} request_timeout_ms={}\n",
+        c.concurrency,
+        word(&c.photo),
+        c.memory_budget_bytes,
+        c.request_timeout_ms
+    ));
+    let r = &c.rate_limit;
+    let per_lot = r.per_lot_per_second.map_or("none".to_string(), |n| n.to_string());
+    out.push_str(&format!(
+        "  rate_limit: requests_per_second={} burst={} per_lot_per_second={per_lot}\n",
+        r.requests_per_second, r.burst
+    ));
+    out.push_str(&format!("  network: {}\n", c.network.summary()));
+    let lots = s.bindings.lots();
+    if lots.is_empty() {
+        out.push_str("  lots: none bound\n");
+    } else if verbose {
+        out.push_str(&format!("  lots ({}): {}\n", lots.len(), lots.join(" ")));
+    } else {
+        out.push_str(&format!("  lots: {} bound (--verbose lists them)\n", lots.len()));
+    }
+    out
+}
+
+/// A unit enum as the configuration spells it (`as_is`, not `AsIs`).
+fn word<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        other => format!("{other:?}"),
+    }
 }
 
 #[cfg(test)]
@@ -716,7 +834,7 @@ base_url = "http://127.0.0.1:1"
 "#;
 
     fn build(text: &str, dir: &Path) -> Result<Loaded, ConfigError> {
-        Config::parse(text, Path::new("t.toml"))?.build(dir, reqwest::Client::new())
+        Config::parse(text, Path::new("t.toml"))?.build(dir)
     }
 
     #[test]
@@ -734,8 +852,10 @@ base_url = "http://127.0.0.1:1"
         let b = &loaded.sinks[0].bindings;
         assert_eq!(b.len(), 10_000);
         assert_eq!(b.get("P00042").unwrap().vendor_lot, "1042");
-        let summary = summary(&loaded);
-        assert!(summary.contains("lots=10000") && !summary.contains("t0k3n-value"), "{summary}");
+        let short = summary(&loaded, false);
+        assert!(short.contains("lots: 10000 bound") && !short.contains("t0k3n-value"), "{short}");
+        let long = summary(&loaded, true);
+        assert!(long.contains("lots (10000): P00000 P00001") && !long.contains("t0k3n-value"), "{long}");
     }
 
     #[test]
@@ -759,18 +879,39 @@ base_url = "http://127.0.0.1:1"
     }
 
     #[test]
-    fn the_shipped_example_checks() {
-        for (k, v) in [
-            ("BZX_TOKEN_350", "a"),
-            ("BZX_TOKEN_351", "b"),
-            ("ISP_LIXIA_SECRET", "c"),
-            ("ZVCMS_GRANT_CODE", "d"),
-            ("ZVCMS_SECRET_KEY", "e"),
-        ] {
-            std::env::set_var(k, v);
+    fn kafka_properties_take_secret_references_and_never_print_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lots.csv"), "lot,vendor_lot,token\n").unwrap();
+        std::fs::write(dir.path().join("kafka-password"), "pw-from-file\n").unwrap();
+        std::env::set_var("LOTBRIDGE_TEST_KAFKA_USER_PW", "pw-from-env");
+        let props = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
+                     \"sasl.password\" = { file = \"kafka-password\" }\n\
+                     \"sasl.oauthbearer.client.secret\" = { env = \"LOTBRIDGE_TEST_KAFKA_USER_PW\" }\n\
+                     \"ssl.key.password\" = \"inline-pw\"\n";
+        let text = BASE.replace("[[sinks]]", &format!("{props}[[sinks]]"));
+        let loaded = build(&text, dir.path()).unwrap();
+        let cfg = crate::kafka::client_config(&loaded.config.kafka);
+        assert_eq!(cfg.get("sasl.password"), Some("pw-from-file"));
+        assert_eq!(cfg.get("sasl.oauthbearer.client.secret"), Some("pw-from-env"));
+        assert_eq!(cfg.get("security.protocol"), Some("SASL_SSL"));
+        let shown = format!("{}{:?}", summary(&loaded, false), loaded.config);
+        for secret in ["pw-from-file", "pw-from-env", "inline-pw"] {
+            assert!(!shown.contains(secret), "{secret} printed: {shown}");
         }
+        assert!(shown.contains("security.protocol=SASL_SSL"), "{shown}");
+        let number = text.replace("\"SASL_SSL\"", "5000");
+        let err = build(&number, dir.path()).err().unwrap().to_string();
+        assert!(err.contains("security.protocol") && err.contains("quoted"), "{err}");
+        let unset = text.replace("LOTBRIDGE_TEST_KAFKA_USER_PW", "LOTBRIDGE_TEST_KAFKA_UNSET");
+        let err = build(&unset, dir.path()).err().unwrap().to_string();
+        assert!(err.contains("sasl.oauthbearer.client.secret") && err.contains("LOTBRIDGE_TEST_KAFKA_UNSET"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_example_checks() {
+        // No environment: the example's secrets are FAKE files under deploy/secrets/.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/lotbridge.example.toml");
-        let loaded = Config::load(&path, reqwest::Client::new()).unwrap();
+        let loaded = Config::load(&path).unwrap();
         assert_eq!(loaded.sinks.len(), 4);
     }
 }

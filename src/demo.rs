@@ -80,7 +80,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         ui.note(&format!("simulator {name} on {}", sim.base_url()));
     }
     let metrics = Metrics::new().context("metrics")?;
-    let engine = Engine::new(loaded, metrics.clone(), crate::app::http_client()?)?;
+    let engine = Engine::new(loaded, metrics.clone())?;
     let server = serve_metrics(&opts, &metrics, &engine, &ui).await?;
     let sinks = engine.sinks().to_vec();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

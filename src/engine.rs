@@ -81,14 +81,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the sinks of a checked configuration.
-    pub fn new(loaded: Loaded, metrics: Metrics, http: reqwest::Client) -> Result<Engine, EngineError> {
+    /// Builds the sinks of a checked configuration (each with its own HTTP client).
+    pub fn new(loaded: Loaded, metrics: Metrics) -> Result<Engine, EngineError> {
         let kafka = loaded.config.kafka.clone();
         let output = Output::new(&kafka)?;
         let sinks = loaded
             .sinks
             .into_iter()
-            .map(|s| Arc::new(Sink::new(s.config, s.kind, s.adapter, metrics.clone(), output.clone(), http.clone())))
+            .map(|s| Arc::new(Sink::new(s.config, s.kind, s.adapter, metrics.clone(), output.clone(), s.http)))
             .collect();
         Ok(Engine { kafka, sinks, output })
     }

@@ -7,10 +7,12 @@
 //! # Layout
 //! - [`event`]: the input contract v1: decoding and validation of one Kafka record.
 //! - [`config`]: the TOML configuration, lot bindings (inline or CSV), checks.
+//! - [`kafka`]: the one builder of Kafka client settings (brokers, TLS/SASL properties, secrets).
 //! - [`secret`]: secret references and a value type that never prints.
 //! - [`vendors`]: the adapter contract; one folder per vendor with its config, mapping,
 //!   signing and response codes.
 //! - [`auth`]: single-flight token cache shared by token-based vendors.
+//! - [`net`]: one sink's HTTP client: trusted CAs, client certificate, proxy, timeouts.
 //! - [`photo`]: the per-sink photo policy (recompress to fit, drop, or send as is).
 //! - [`text`]: cutting text for logs, headers and reasons on character boundaries.
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
@@ -26,8 +28,11 @@ pub mod demo;
 pub mod dlq;
 pub mod engine;
 pub mod event;
+pub mod kafka;
 pub mod metrics;
+pub mod net;
 pub mod photo;
+pub mod probe;
 pub mod produce;
 pub mod secret;
 pub mod sim;

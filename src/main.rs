@@ -1,11 +1,22 @@
 //! The `lotbridge` command: parses the command line, sets up logging, loads the
 //! configuration and calls into the library.
+//!
+//! Exit codes: 0 success; 1 a run failed; 2 a usage error (from clap); 69 (`EX_UNAVAILABLE`)
+//! `check-config --connect` found a check that failed; 78 (`EX_CONFIG`) the configuration
+//! is unusable.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use lotbridge::config::{self, Config};
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `EX_CONFIG` from sysexits.h, as `vector validate` uses it: the configuration is unusable.
+const EXIT_CONFIG: u8 = 78;
+/// `EX_UNAVAILABLE`: a go-live check could not reach or use a service.
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(name = "lotbridge", version, about = "Delivers parking-lot events from Kafka to city vendor platforms")]
@@ -19,19 +30,26 @@ enum Command {
     /// Consume the configured topics and deliver every event to its sinks.
     Run {
         /// Configuration file (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "LOTBRIDGE_CONFIG")]
         config: PathBuf,
     },
-    /// Check a configuration file and print a summary; exits non-zero on any error.
+    /// Check a configuration file and print a summary; exits 78 if it is unusable.
     CheckConfig {
         /// Configuration file (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "LOTBRIDGE_CONFIG")]
         config: PathBuf,
+        /// List every bound lot of every sink (default: their count).
+        #[arg(long, short)]
+        verbose: bool,
+        /// Also connect, without sending any event: Kafka metadata, topics and group
+        /// access; per sink DNS, TLS, token and clock skew. Exits 69 on any failed check.
+        #[arg(long)]
+        connect: bool,
     },
     /// Serve simulators of the configured vendors on the addresses of their base URLs.
     Simulate {
         /// Configuration file (TOML); each sink's base_url must point at 127.0.0.1.
-        #[arg(long, short)]
+        #[arg(long, short, env = "LOTBRIDGE_CONFIG")]
         config: PathBuf,
     },
     /// Try lotbridge in one command: embedded broker, vendor simulators, a synthetic city
@@ -111,7 +129,7 @@ enum DlqCommand {
     /// Re-publish selected dead letters (original key and bytes) to their original topic.
     Replay {
         /// Configuration file (TOML); only its [kafka] table is used.
-        #[arg(long, short)]
+        #[arg(long, short, env = "LOTBRIDGE_CONFIG")]
         config: PathBuf,
         /// The dead-letter topic to read.
         #[arg(long)]
@@ -141,7 +159,7 @@ enum DlqCommand {
     /// Print dead letters grouped by sink, stage and reason.
     Inspect {
         /// Configuration file (TOML); only its [kafka] table is used.
-        #[arg(long, short)]
+        #[arg(long, short, env = "LOTBRIDGE_CONFIG")]
         config: PathBuf,
         /// The dead-letter topic (default: kafka.dead_letter_topic).
         #[arg(long)]
@@ -161,10 +179,14 @@ fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{e} (e.g. 2026-11-23T08:00:00+08:00)"))
 }
 
+/// Logs to stderr: JSON lines if asked, else text, coloured only on a terminal.
 fn init_logging(json: bool, filter: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter.unwrap_or("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {
@@ -172,28 +194,51 @@ fn init_logging(json: bool, filter: Option<&str>) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Rebalance callbacks block a worker while lanes drain: keep spare workers.
         .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
         .enable_all()
-        .build()?;
-    runtime.block_on(async_main(cli))
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(async_main(cli)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.chain().any(|cause| cause.is::<config::ConfigError>()) { EXIT_CONFIG } else { 1 };
+            // Once logging is set up (JSON in a pod), the error is a log line like any other.
+            let text = error_text(&e);
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %text, exit_code = code, "lotbridge stopped");
+            } else {
+                eprintln!("error: {text}");
+            }
+            ExitCode::from(code)
+        }
+    }
 }
 
-async fn async_main(cli: Cli) -> anyhow::Result<()> {
+async fn async_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, verbose, connect } => {
             let loaded = load(&config)?;
-            print!("{}", config::summary(&loaded));
+            print!("{}", config::summary(&loaded, verbose));
             println!("configuration OK");
-            Ok(())
+            if connect && !lotbridge::probe::run(&loaded, &mut std::io::stdout()).await {
+                return Ok(ExitCode::from(EXIT_UNAVAILABLE));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
+            // Logging first, from the file's [log] table alone, so that a configuration
+            // error is logged the way the operator asked (JSON lines for a log shipper).
+            let (json, filter) = log_settings(&config);
+            init_logging(json, filter.as_deref());
             let loaded = load(&config)?;
-            init_logging(loaded.config.log.json, loaded.config.log.filter.as_deref());
-            lotbridge::app::run(loaded, lotbridge::app::shutdown_signal()).await
+            lotbridge::app::run(loaded, lotbridge::app::shutdown_signal()).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Simulate { config } => {
             init_logging(false, None);
@@ -203,10 +248,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 println!("simulating sink {name} on {}", server.base_url());
             }
             lotbridge::app::shutdown_signal().await;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { lots, duration, rate, no_faults, metrics_addr, config_out } => {
-            init_logging(false, Some("warn"));
+            // On a terminal the progress display owns stderr: log lines go to a file named
+            // at the end instead of breaking it.
+            let log_file = demo_logging();
             let opts = lotbridge::demo::Options {
                 lots,
                 duration: std::time::Duration::from_secs(duration),
@@ -218,25 +265,34 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             };
             let report = lotbridge::demo::run(opts).await?;
             print!("{report}");
+            if let Some(path) = log_file.filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0)) {
+                println!("warnings logged during the run: {}", path.display());
+            }
             anyhow::ensure!(report.complete(), "some records have no final outcome");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => {
             init_logging(false, Some("warn"));
-            dlq(command).await
+            dlq(command).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Produce { brokers, topic, lots, coupon_lots, rate, seed, duration } => {
             init_logging(false, None);
             let duration = duration.map(std::time::Duration::from_secs);
             let opts = lotbridge::produce::Options { brokers, topic, lots, coupon_lots, rate, seed, duration };
-            lotbridge::produce::run(opts, lotbridge::app::shutdown_signal()).await.map(drop)
+            lotbridge::produce::run(opts, lotbridge::app::shutdown_signal()).await.map(|_| ExitCode::SUCCESS)
         }
-        Command::Status { addr, lot, json } => status(&addr, lot.as_deref(), json).await,
+        Command::Status { addr, lot, json } => status(&addr, lot.as_deref(), json).await.map(|()| ExitCode::SUCCESS),
         Command::Healthcheck { url } => {
-            let status =
-                reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await?.status();
+            let status = reqwest::Client::builder()
+                .no_proxy()
+                .build()?
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await?
+                .status();
             anyhow::ensure!(status.is_success(), "{url} answered {status}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -244,7 +300,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
 async fn status(addr: &str, lot: Option<&str>, json: bool) -> anyhow::Result<()> {
     let url = reqwest::Url::parse_with_params(&format!("http://{addr}/status"), lot.map(|l| ("lot", l)))
         .with_context(|| format!("--addr {addr:?} is not HOST:PORT"))?;
-    let response = reqwest::Client::new()
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
         .get(url)
         .timeout(std::time::Duration::from_secs(10))
         .send()
@@ -287,14 +345,58 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
 /// a rename.
 fn kafka_only(path: &std::path::Path, sink: Option<&str>) -> anyhow::Result<config::KafkaConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed = Config::parse(&text, path)?;
+    let mut parsed = Config::parse(&text, path)?;
+    parsed.kafka.resolve_properties(path.parent().unwrap_or(std::path::Path::new(".")))?;
     if let Some(name) = sink.filter(|n| !parsed.sinks.iter().any(|s| s.name == *n)) {
         eprintln!("warning: no sink named {name:?} in {}; selecting its dead letters anyway", path.display());
     }
     Ok(parsed.kafka)
 }
 
+/// The demo's logging: to stderr, or to a file when stderr is the progress display's
+/// terminal (the file's path is returned).
+fn demo_logging() -> Option<PathBuf> {
+    if !std::io::stderr().is_terminal() {
+        init_logging(false, Some("warn"));
+        return None;
+    }
+    let path = std::env::temp_dir().join(format!("lotbridge-demo-{}.log", std::process::id()));
+    match std::fs::File::create(&path) {
+        Ok(file) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            let writer = std::sync::Mutex::new(file);
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).init();
+            Some(path)
+        }
+        Err(_) => {
+            init_logging(false, Some("warn"));
+            None
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause once (a message that already quotes
+/// its cause is not followed by it again).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !text.contains(&cause) {
+            text = if text.is_empty() { cause } else { format!("{text}: {cause}") };
+        }
+    }
+    text
+}
+
+/// `[log] json` and `filter` read leniently from the file (defaults if it cannot be read).
+fn log_settings(path: &Path) -> (bool, Option<String>) {
+    let table = std::fs::read_to_string(path).ok().and_then(|text| text.parse::<toml::Table>().ok());
+    let log = table.as_ref().and_then(|t| t.get("log")).and_then(toml::Value::as_table);
+    let json = log.and_then(|l| l.get("json")).and_then(toml::Value::as_bool).unwrap_or(false);
+    let filter = log.and_then(|l| l.get("filter")).and_then(toml::Value::as_str).map(str::to_string);
+    (json, filter)
+}
+
 fn load(path: &std::path::Path) -> anyhow::Result<config::Loaded> {
-    Config::load(path, reqwest::Client::new())
-        .with_context(|| format!("configuration {} is not usable", path.display()))
+    Config::load(path).with_context(|| format!("configuration {} is not usable", path.display()))
 }

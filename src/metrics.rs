@@ -28,6 +28,9 @@ const LAG_BUDGET: Duration = Duration::from_secs(3);
 pub struct Metrics {
     /// The registry they are registered in.
     pub registry: Registry,
+    /// The process's own memory, CPU and file descriptors under their standard unprefixed
+    /// names (`process_resident_memory_bytes`...), as dashboards and alerts expect them.
+    process: Registry,
     /// Records read from Kafka, by sink and topic.
     pub consumed: IntCounterVec,
     /// Records that failed to decode or validate, by sink and stage (`decode`, `map`).
@@ -143,6 +146,14 @@ fn histogram(
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
     registry.register(Box::new(h.clone()))?;
     Ok(h)
+}
+
+/// A registry holding the process collector (Linux only: it reads `/proc/self`).
+fn process_registry() -> prometheus::Result<Registry> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    Ok(registry)
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -276,6 +287,7 @@ impl Metrics {
             )?,
             lot_failures: Arc::default(),
             registry: r,
+            process: process_registry()?,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("LOTBRIDGE_GIT_SHA").unwrap_or("unknown")])
@@ -322,7 +334,9 @@ impl Metrics {
     /// The registry in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
 
@@ -466,6 +480,16 @@ mod tests {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }
         assert!(text.contains("lotbridge_build_info{git_sha="), "build info always present");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_memory_and_cpu_are_exported() {
+        let text = Metrics::new().unwrap().render();
+        let resident = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes "));
+        let bytes: f64 = resident.and_then(|v| v.parse().ok()).unwrap_or_default();
+        assert!(bytes > 1_000_000.0, "process_resident_memory_bytes missing or zero in\n{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct Control {
     envelopes: Mutex<Vec<String>>,
     tokens: Mutex<HashMap<String, Instant>>,
     refuse: Notify,
+    /// Seconds added to the `Date` header of every answer (a vendor with a wrong clock).
+    date_offset_secs: std::sync::atomic::AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,6 +156,12 @@ impl Control {
     /// Answers the next `n` calls with 429 and `Retry-After: secs`.
     pub fn throttle_next(&self, n: usize, retry_after_secs: u64) {
         lock(&self.faults).throttles.extend(std::iter::repeat_n(retry_after_secs, n));
+    }
+
+    /// Shifts the `Date` header of every answer by `secs` (negative: behind), as a vendor
+    /// whose clock is off would send it; 0 restores the true time.
+    pub fn set_date_offset(&self, secs: i64) {
+        self.date_offset_secs.store(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds `latency` to every call from now on.
@@ -305,7 +313,9 @@ pub struct SimServer {
 impl SimServer {
     /// Serves `router` (plus the admin routes) on `addr` (port 0 picks a free port).
     pub async fn start(addr: SocketAddr, router: Router, control: Arc<Control>) -> std::io::Result<SimServer> {
-        let app = router.merge(admin_routes(control.clone()));
+        let app = router
+            .merge(admin_routes(control.clone()))
+            .layer(axum::middleware::map_response_with_state(control.clone(), shifted_date));
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(serve_loop(listener, addr, app, control.clone()));
@@ -322,6 +332,23 @@ impl Drop for SimServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Sets a shifted `Date` header when [`Control::set_date_offset`] asked for one (hyper adds
+/// the true date to answers without one).
+async fn shifted_date(
+    State(control): State<Arc<Control>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let offset = control.date_offset_secs.load(std::sync::atomic::Ordering::Relaxed);
+    if offset != 0 {
+        let date = chrono::Utc::now() + chrono::Duration::seconds(offset);
+        let text = date.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().insert(http::header::DATE, value);
+        }
+    }
+    response
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

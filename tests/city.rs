@@ -170,8 +170,7 @@ async fn status_stays_small_with_twenty_thousand_lots() {
     let (toml, sim) = with_simulator(&common::kafka_section(&kafka, "c3"), &sink).await;
     sim.control.fail_next(100_000, lotbridge::sim::Failure::Status(503));
     let metrics = lotbridge::metrics::Metrics::new().expect("metrics");
-    let engine =
-        lotbridge::engine::Engine::new(common::load(&toml), metrics.clone(), reqwest::Client::new()).expect("engine");
+    let engine = lotbridge::engine::Engine::new(common::load(&toml), metrics.clone()).expect("engine");
     let server = lotbridge::app::HealthServer::start("127.0.0.1:0", metrics.clone(), engine.sinks().to_vec())
         .await
         .expect("serve");

@@ -262,8 +262,7 @@ async fn every_hostile_record_is_dead_lettered_once_per_sink_and_consumption_goe
         (0..records.len()).partition(|&i| records[i].bytes.len() <= ONE_AT_A_TIME);
     let batch: Vec<(String, Vec<u8>)> = small.iter().flat_map(|&i| produced.pair(i, &records[i])).collect();
     kafka.produce_all(TOPIC, &batch).await;
-    let engine =
-        Engine::new(common::load(&toml), Metrics::new().expect("metrics"), reqwest::Client::new()).expect("engine");
+    let engine = Engine::new(common::load(&toml), Metrics::new().expect("metrics")).expect("engine");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(engine.run(async move {
         let _ = stopped.await;

@@ -55,7 +55,7 @@ struct Harness {
 impl Harness {
     async fn start(toml: &str) -> Harness {
         let metrics = Metrics::new().expect("metrics");
-        let engine = Engine::new(common::load(toml), metrics.clone(), reqwest::Client::new()).expect("engine");
+        let engine = Engine::new(common::load(toml), metrics.clone()).expect("engine");
         let server = HealthServer::start("127.0.0.1:0", metrics.clone(), engine.sinks().to_vec()).await.expect("serve");
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {

@@ -90,12 +90,7 @@ impl Letter {
 /// The cluster connection settings of the configuration (brokers and pass-through
 /// properties such as SASL), for the tools' own clients.
 pub(super) fn client_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &kafka.brokers);
-    for (k, v) in &kafka.properties {
-        cfg.set(k, v);
-    }
-    cfg
+    crate::kafka::client_config(kafka)
 }
 
 /// Reads a topic from its low to its high watermarks as they were when it was opened.

@@ -105,9 +105,7 @@ pub(crate) fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsu
         .set("fetch.message.max.bytes", (kafka.max_record_bytes + 1024 * 1024).to_string())
         .set("session.timeout.ms", "45000")
         .set("max.poll.interval.ms", "300000");
-    for (k, v) in &kafka.properties {
-        cfg.set(k, v);
-    }
+    crate::kafka::apply(&mut cfg, kafka);
     let ctx = Context {
         partitions: sink.partitions.clone(),
         budget: sink.budget.clone(),

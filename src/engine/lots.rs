@@ -91,9 +91,7 @@ pub(crate) fn rebuild(kafka: &KafkaConfig, topics: &[String], book: &LotBook) ->
         .set("group.id", format!("{}.lot-book", kafka.group_prefix))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    for (k, v) in &kafka.properties {
-        cfg.set(k, v);
-    }
+    crate::kafka::apply(&mut cfg, kafka);
     let consumer: BaseConsumer = cfg.create()?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining: HashMap<(String, i32), i64> = HashMap::new();

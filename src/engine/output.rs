@@ -103,9 +103,7 @@ impl Output {
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
             .set("message.max.bytes", (kafka.max_record_bytes + 1024 * 1024).to_string());
-        for (k, v) in &kafka.properties {
-            cfg.set(k, v);
-        }
+        crate::kafka::apply(&mut cfg, kafka);
         Ok(Output {
             producer: cfg.create()?,
             dead_letter_topic: kafka.dead_letter_topic.clone(),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod tls;
 
 use lotbridge::config::{Config, Loaded};
 use lotbridge::engine::Engine;
@@ -164,7 +165,7 @@ pub fn vehicle(id: &str, lot: &str, plate: &str, exit: bool) -> Vec<u8> {
 /// Parses a config from TOML and builds it (relative paths from the current directory).
 pub fn load(toml: &str) -> Loaded {
     let config = Config::parse(toml, std::path::Path::new("test.toml")).expect("config parses");
-    config.build(std::path::Path::new("."), reqwest::Client::new()).expect("config builds")
+    config.build(std::path::Path::new(".")).expect("config builds")
 }
 
 /// A running engine on its own runtime, so a test can stop it gracefully or kill it
@@ -186,7 +187,7 @@ impl Running {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("rt");
         let engine = {
             let _guard = runtime.enter();
-            Engine::new(loaded, metrics.clone(), reqwest::Client::new()).expect("engine")
+            Engine::new(loaded, metrics.clone()).expect("engine")
         };
         let (tx, rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();

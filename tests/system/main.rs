@@ -1,7 +1,9 @@
 //! System tests: lotbridge as a separate process against a standalone Kafka-protocol broker
 //! (Tansu in CI), with the vendors simulated in this process. They show that nothing is
 //! lost when lotbridge is killed, the broker restarts, vendors fail in every way the specs
-//! allow, bad records arrive or instances join and leave; and that no secret leaks.
+//! allow, bad records arrive or instances join and leave; that no secret leaks; and that a
+//! SASL_SSL cluster (Tansu with SCRAM behind stunnel, `secure.rs`) is reached, with a wrong
+//! CA or password failing loudly.
 //!
 //! They need a broker: `scripts/ci-system-tests.sh` starts one and runs them with
 //! `--ignored`. Under a plain `cargo test` they are listed as ignored; run with
@@ -9,6 +11,7 @@
 
 mod faults;
 mod harness;
+mod secure;
 mod soak;
 
 #[path = "../common/corpus.rs"]

@@ -21,6 +21,10 @@
 //! - `offsets`: contiguous per-partition watermarks with assignment generations.
 //! - [`output`]: dead letters and answers written back to Kafka.
 //! - [`lots`]: the lot book and the daily full lot push.
+//! - [`schedule`]: generated records: per-lot heartbeats spread over the minute, the daily
+//!   lot push, and which replica owns a lot (Kafka's murmur2 partitioner).
+//! - `task`: panics and dying tasks: a record's panic becomes its dead letter, a dead task
+//!   fails the sink (`/healthz`, non-zero exit).
 
 mod acks;
 mod budget;

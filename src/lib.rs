@@ -6,6 +6,12 @@
 //!
 //! # Layout
 //! - [`event`]: the input contract v1: decoding and validation of one Kafka record.
+//! - [`engine`]: the delivery engine: per-sink consumers, lanes, retries, holds, offsets,
+//!   memory budget, generated records (its own map: `src/engine.rs`).
+//! - [`app`]: a running lotbridge: the engine, `/metrics`, `/healthz`, `/readyz`, `/status`,
+//!   and the shutdown signal.
+//! - [`metrics`]: every Prometheus series, in one registry passed to whoever counts.
+//! - [`probe`]: `check-config --connect`: Kafka, routes, TLS, tokens and clocks before go-live.
 //! - [`config`]: the TOML configuration, lot bindings (inline or CSV), checks.
 //! - [`kafka`]: the one builder of Kafka client settings (brokers, TLS/SASL properties, secrets).
 //! - [`secret`]: secret references and a value type that never prints.

@@ -44,10 +44,11 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn transport_failures(run: &Running) -> u64 {
+/// Requests whose TLS failure held the sink (the hold class of a transport failure).
+fn held_failures(run: &Running) -> u64 {
     let text = run.metrics.render();
     text.lines()
-        .filter(|l| l.starts_with("lotbridge_vendor_requests_total{") && l.contains("outcome=\"transport\""))
+        .filter(|l| l.starts_with("lotbridge_vendor_requests_total{") && l.contains("outcome=\"held\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -91,11 +92,13 @@ async fn a_wrong_ca_holds_the_sink_and_says_certificate() {
     let chain = format!("{:?}", anyhow::Error::new(err));
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
 
-    // The engine retries (the sink holds) and dead-letters nothing.
+    // The sink holds for TLS (one probe at a time, with backoff) and dead-letters nothing.
     let run = Running::start(loaded);
     kafka.produce("tls-wrong", "P1", &vehicle("e1", "P1", "晋A12345", false)).await;
-    let retried = eventually(WAIT, || async { transport_failures(&run) >= 3 }).await;
+    let retried = eventually(WAIT, || async { held_failures(&run) >= 3 }).await;
     assert!(retried, "no retried TLS failure: {}", run.metrics.render());
+    let held = run.metrics.render().contains("lotbridge_sink_held{reason=\"tls\",sink=\"bzx\"} 1");
+    assert!(held, "held for TLS: {}", run.metrics.render());
     assert!(v.sim.control.records().is_empty());
     assert_eq!(run.metrics.count(&run.metrics.dead_letter_writes, &["bzx", "ok"]), 0, "dead-lettered");
     run.kill();

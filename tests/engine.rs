@@ -4,7 +4,7 @@
 mod common;
 
 use common::{eventually, header, vehicle, Kafka, Running};
-use lotbridge::sim::{self, Failure, SimServer};
+use lotbridge::sim::{Failure, SimServer};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -22,27 +22,8 @@ async fn bzx_setup(
     let mut toml = common::kafka_section(kafka, topic);
     let mut sims = HashMap::new();
     for (name, lots) in sinks {
-        let bindings: Vec<String> = lots
-            .iter()
-            .enumerate()
-            .map(|(i, lot)| {
-                format!("{{ lot = \"{lot}\", vendor_lot = \"{}\", token = {{ value = \"tok-{lot}\" }} }}", 350 + i)
-            })
-            .collect();
-        let sink = format!(
-            "\n[[sinks]]\nname = \"{name}\"\nbindings = [{}]\n{extra}\n[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n\
-             [sinks.batch]\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
-            bindings.join(", ")
-        );
-        let probe = common::load(&format!("{toml}{}", sink.replace("{url}", "http://127.0.0.1:1")));
-        let loaded = probe.sinks.last().expect("sink");
-        let cfg = loaded.config.bingzhouxing.as_ref().expect("bzx");
-        let server = sim::bingzhouxing::Simulator::from_config(cfg, &loaded.bindings, std::path::Path::new("."))
-            .expect("sim")
-            .start("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("start");
-        toml.push_str(&sink.replace("{url}", &server.base_url()));
+        let (sink, server) = common::bzx_sink(&toml, name, lots, extra).await;
+        toml.push_str(&sink);
         sims.insert(name.to_string(), server);
     }
     (toml, sims)

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{eventually, header, vehicle, Kafka, Running};
 use lotbridge::event::Event;
-use lotbridge::sim::{self, Failure, SimServer};
+use lotbridge::sim::{Failure, SimServer};
 use lotbridge::vendors::{
     Adapter, Endpoint, HttpRequest, HttpResponse, MapError, Mapping, PrepareError, VendorKind, Verdict,
 };
@@ -60,28 +60,9 @@ impl Adapter for PanicOn {
 
 /// One Bingzhouxing sink named `bzx` bound to `lots`, against a fresh simulator.
 async fn bzx(kafka: &Kafka, topic: &str, lots: &[&str], extra: &str) -> (String, SimServer) {
-    let bindings: Vec<String> = lots
-        .iter()
-        .enumerate()
-        .map(|(i, lot)| {
-            format!("{{ lot = \"{lot}\", vendor_lot = \"{}\", token = {{ value = \"tok-{lot}\" }} }}", 350 + i)
-        })
-        .collect();
     let head = common::kafka_section(kafka, topic);
-    let sink = format!(
-        "\n[[sinks]]\nname = \"bzx\"\nbindings = [{}]\n{extra}\n[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n\
-         [sinks.batch]\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
-        bindings.join(", ")
-    );
-    let probe = common::load(&format!("{head}{}", sink.replace("{url}", "http://127.0.0.1:1")));
-    let loaded = probe.sinks.last().expect("sink");
-    let cfg = loaded.config.bingzhouxing.as_ref().expect("bzx");
-    let server = sim::bingzhouxing::Simulator::from_config(cfg, &loaded.bindings, std::path::Path::new("."))
-        .expect("sim")
-        .start("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start");
-    (format!("{head}{}", sink.replace("{url}", &server.base_url())), server)
+    let (sink, server) = common::bzx_sink(&head, "bzx", lots, extra).await;
+    (format!("{head}{sink}"), server)
 }
 
 fn plates(server: &SimServer) -> Vec<String> {

@@ -137,6 +137,34 @@ pub fn kafka_section(kafka: &Kafka, topic: &str) -> String {
     )
 }
 
+/// A Bingzhouxing sink section named `name`, bound to `lots` (vendor lots 350, 351, ...,
+/// tokens `tok-<lot>`), with fast retries and `extra` sink keys, and a simulator started
+/// from that very section; `head` is the configuration before it. Returns the section,
+/// pointing at the simulator, and the simulator.
+pub async fn bzx_sink(head: &str, name: &str, lots: &[&str], extra: &str) -> (String, lotbridge::sim::SimServer) {
+    let bindings: Vec<String> = lots
+        .iter()
+        .enumerate()
+        .map(|(i, lot)| {
+            format!("{{ lot = \"{lot}\", vendor_lot = \"{}\", token = {{ value = \"tok-{lot}\" }} }}", 350 + i)
+        })
+        .collect();
+    let sink = format!(
+        "\n[[sinks]]\nname = \"{name}\"\nbindings = [{}]\n{extra}\n[sinks.retry]\ninitial_ms = 20\nmax_interval_ms = 200\n\
+         [sinks.batch]\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{{url}}\"\n",
+        bindings.join(", ")
+    );
+    let probe = load(&format!("{head}{}", sink.replace("{url}", "http://127.0.0.1:1")));
+    let loaded = probe.sinks.last().expect("sink");
+    let cfg = loaded.config.bingzhouxing.as_ref().expect("bzx");
+    let server = lotbridge::sim::bingzhouxing::Simulator::from_config(cfg, &loaded.bindings, std::path::Path::new("."))
+        .expect("sim")
+        .start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("start");
+    (sink.replace("{url}", &server.base_url()), server)
+}
+
 /// A header of a record as text.
 pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
     let headers = m.headers()?;

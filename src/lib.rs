@@ -16,6 +16,8 @@
 //! - [`sim`]: strict simulators of the four vendor platforms, with scriptable faults.
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
 //! - [`produce`]: `lotbridge produce`: the synthetic city into a real cluster (compose traffic).
+//! - `fuzzing` (hidden): the property checks of the fuzz targets, run by `cargo fuzz` and by
+//!   `cargo test` over every target's seeds and regressions.
 //! - [`demo`]: `lotbridge demo`: broker, simulators, a synthetic city and the engine in one process.
 
 pub mod app;
@@ -25,6 +27,8 @@ pub mod demo;
 pub mod dlq;
 pub mod engine;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod photo;
 pub mod produce;

@@ -18,12 +18,12 @@
 //!   the output fits the limit or a drop reason says why; a header claiming more pixels than
 //!   the decode bound is dropped undecoded.
 //! - [`bingzhouxing_response`], [`isp_response`], [`barrier_response`], [`zvcms_response`]:
-//!   a framed vendor reply (see [`responses`]) through the adapter's `classify` and token
+//!   a framed vendor reply (`<status>\n<Retry-After>\n<body>`) through the adapter's `classify` and token
 //!   parsers: bounded reasons, no invented `Retry-After`, only a 2xx delivered.
 
 mod contract;
 mod photo;
-pub mod responses;
+mod responses;
 
 pub use contract::{decode_event, map_event};
 pub use photo::{max_decoded_bytes, photo_recompress};

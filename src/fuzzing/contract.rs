@@ -28,7 +28,7 @@ pub fn decode_event(data: &[u8]) {
 
 /// A decoded event mapped by every sink of [`MAP_CONFIG`]: a `MapError` names a contract
 /// field with a bounded reason; a record is JSON of bounded size; a recompressed photo fits
-/// the sink's limit. An event of a lot no sink binds is mapped again as one of `P310105001`
+/// the sink's limit, and so does one sent unchanged. An event of a lot no sink binds is mapped again as one of `P310105001`
 /// (a bound lot must not be skipped as unbound), so mutated lot codes still reach mapping.
 pub fn map_event(data: &[u8]) {
     let Ok(event) = decode(data) else { return };
@@ -178,15 +178,20 @@ fn check_mapping(sink: &str, photo_limit: usize, event: &Event, mapping: Result<
             if let Err(e) = serde_json::from_slice::<Value>(&mapped.record) {
                 panic!("sink {sink}: record is not JSON ({e}): {}", String::from_utf8_lossy(&mapped.record));
             }
-            match mapped.photo {
-                Some(PhotoOutcome::Recompressed { after_bytes, .. }) => {
+            let sent = event.photo().map(|p| p.jpeg_base64.len());
+            match (mapped.photo, sent) {
+                (Some(PhotoOutcome::Recompressed { after_bytes, .. }), Some(_)) => {
                     assert!(
                         after_bytes <= photo_limit,
                         "sink {sink}: photo recompressed to {after_bytes}, over {photo_limit}"
                     )
                 }
-                Some(_) => assert!(event.photo().is_some(), "sink {sink}: a photo outcome without a photo"),
-                None => {}
+                // Every sink of MAP_CONFIG recompresses: a photo sent as it is must fit.
+                (Some(PhotoOutcome::Unchanged), Some(len)) => {
+                    assert!(len <= photo_limit, "sink {sink}: photo of {len} bytes sent unchanged, over {photo_limit}")
+                }
+                (Some(PhotoOutcome::Dropped(_)), Some(_)) | (None, _) => {}
+                (Some(outcome), None) => panic!("sink {sink}: photo outcome {outcome:?} without a photo"),
             }
         }
         Err(e) => {

@@ -46,6 +46,8 @@ pub mod sink;
 mod task;
 
 pub use http::execute;
+/// For the fuzz targets' response framing (`crate::fuzzing`): the engine's own parser.
+pub(crate) use http::parse_retry_after;
 pub use sink::Sink;
 
 use crate::config::{KafkaConfig, Loaded};

@@ -25,6 +25,8 @@
 //! - [`dlq`]: operator tools over the dead-letter topic: inspect it, replay from it.
 //! - [`status`]: the per-sink, per-lot status view (`GET /status`, `lotbridge status`).
 //! - [`produce`]: `lotbridge produce`: the synthetic city into a real cluster (compose traffic).
+//! - `fuzzing` (hidden): the property checks of the fuzz targets, run by `cargo fuzz` and by
+//!   `cargo test` over every target's seeds and regressions.
 //! - [`demo`]: `lotbridge demo`: broker, simulators, a synthetic city and the engine in one process.
 
 pub mod app;
@@ -34,6 +36,8 @@ pub mod demo;
 pub mod dlq;
 pub mod engine;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kafka;
 pub mod metrics;
 pub mod net;

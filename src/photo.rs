@@ -103,7 +103,7 @@ const EXPONENT_RANGE: (f64, f64) = (0.7, 3.0);
 const CONVERGED_RATIO: f64 = 1.05;
 /// Refuse to decode images whose pixels would take more memory than this
 /// (a few-KB JPEG can claim 65535x65535).
-const MAX_DECODED_BYTES: u64 = 192 * 1024 * 1024;
+pub(crate) const MAX_DECODED_BYTES: u64 = 192 * 1024 * 1024;
 
 /// Returns the base64 text to send (None = send without photo) and what happened.
 ///

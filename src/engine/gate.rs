@@ -349,6 +349,22 @@ mod tests {
         drop(first);
     }
 
+    #[test]
+    fn a_replica_gets_the_share_of_the_rate_its_partitions_are_of_the_total() {
+        let q = |owned, total| share_quota(20, 5, owned, total);
+        let whole = Quota::per_second(nz(20)).allow_burst(nz(5));
+        assert_eq!(q(4, Some(4)), (whole, 20.0), "a lone replica: the whole rate");
+        assert_eq!(q(2, None), (whole, 20.0), "total unknown: the whole rate");
+        let half = q(2, Some(4));
+        assert_eq!(half.1, 10.0);
+        assert_eq!(half.0.replenish_interval(), Duration::from_millis(100));
+        assert_eq!(half.0.burst_size().get(), 2, "burst 5 x 2/4, rounded down");
+        let third = q(2, Some(6));
+        assert_eq!(third.0.replenish_interval(), Duration::from_millis(150));
+        assert_eq!(third.0.burst_size().get(), 1);
+        assert_eq!(q(0, Some(4)).1, 1.0, "no partitions: 1/s");
+    }
+
     #[tokio::test]
     async fn per_lot_limiter_state_is_pruned_once_lots_go_quiet() {
         let g = gate(Some(50));

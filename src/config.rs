@@ -336,7 +336,8 @@ pub struct BindingConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Sustained requests per second for the whole sink (this replica's share).
+    /// Sustained requests per second for the whole sink, shared by the replicas in
+    /// proportion to the input partitions each owns.
     #[serde(default = "default_rps")]
     pub requests_per_second: u32,
     /// Requests allowed in a burst.

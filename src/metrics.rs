@@ -5,8 +5,8 @@
 //! reason class. Never a lot code, a plate or a member id.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use rdkafka::consumer::{Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::Offset;
@@ -54,6 +54,9 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Time spent waiting for the rate limiter, by sink.
     pub rate_limit_wait_seconds: HistogramVec,
+    /// Requests per second this replica may send, by sink: its share of the sink's
+    /// `requests_per_second`, in proportion to the input partitions it owns.
+    pub rate_limit_share: GaugeVec,
     /// 1 while the sink is paused by a vendor's 429 or busy answer.
     pub sink_paused: IntGaugeVec,
     /// From the event's `at` to the vendor's acknowledgement, by sink.
@@ -126,6 +129,12 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prom
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(g.clone()))?;
     Ok(g)
 }
@@ -263,6 +272,12 @@ impl Metrics {
             )?,
             auth_checks: counter(&r, "auth_checks_total", "Background credential checks.", &["sink", "result"])?,
             auth_ok: gauge(&r, "auth_ok", "1 while the last credential check succeeded.", &["sink"])?,
+            rate_limit_share: float_gauge(
+                &r,
+                "rate_limit_share_per_second",
+                "Requests per second this replica may send: its share of the sink's rate limit, in proportion to the input partitions it owns.",
+                &["sink"],
+            )?,
             rate_limit_waits: counter(&r, "rate_limit_waits_total", "Rate-limiter waits that slept.", &["sink"])?,
             consumer_lag: gauge(
                 &r,

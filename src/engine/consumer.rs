@@ -3,6 +3,7 @@
 
 use super::acks::OffsetStore;
 use super::budget::Budget;
+use super::gate::RateShare;
 use super::offsets::{Partitions, TopicPartition};
 use super::sink::Sink;
 use crate::config::KafkaConfig;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub(crate) struct Context {
     partitions: Arc<Partitions>,
     budget: Arc<Budget>,
+    share: Arc<RateShare>,
     drain: Duration,
     sink: String,
 }
@@ -58,6 +60,9 @@ impl ConsumerContext for Context {
                 tracing::debug!(sink = %self.sink, error = %e, "nothing committed on revoke");
             }
             self.partitions.revoke(&tps);
+            // After the drain: the revoked records went out under the old share, while the
+            // next owners wait for this revoke to end.
+            self.share.set_owned(self.partitions.assigned().len());
             tracing::info!(sink = %self.sink, partitions = tps.len(), unfinished = left, "partitions revoked");
         }
     }
@@ -79,6 +84,8 @@ impl ConsumerContext for Context {
             let tps = topic_partitions(tpl);
             tracing::info!(sink = %self.sink, partitions = tps.len(), "partitions assigned");
             self.partitions.assign(tps);
+            // Before any record of the new assignment is read.
+            self.share.set_owned(self.partitions.assigned().len());
             self.budget.on_assign(consumer, tpl);
         }
     }
@@ -109,6 +116,7 @@ pub(crate) fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsu
     let ctx = Context {
         partitions: sink.partitions.clone(),
         budget: sink.budget.clone(),
+        share: sink.gate.rate_share(),
         drain: Duration::from_millis(kafka.drain_timeout_ms),
         sink: sink.name().to_string(),
     };
@@ -151,10 +159,13 @@ mod tests {
         let tp: TopicPartition = (Arc::from("t"), 0);
         partitions.assign([tp.clone()]);
         let ticket = partitions.register_all([(&tp, 7)]).pop().flatten().unwrap();
-        let budget = Arc::new(Budget::new(1 << 20, &crate::metrics::Metrics::new().unwrap(), "s"));
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let budget = Arc::new(Budget::new(1 << 20, &metrics, "s"));
+        let gate = super::super::gate::Gate::new(&Default::default(), 1, &metrics, "s");
         let ctx = Arc::new(Context {
             partitions: partitions.clone(),
             budget,
+            share: gate.rate_share(),
             drain: Duration::from_secs(3),
             sink: "s".into(),
         });

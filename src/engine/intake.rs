@@ -44,6 +44,7 @@ pub(crate) async fn run_intake(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let probe = crate::metrics::LagProbe::new(sink.metrics.clone(), sink.name());
     tokio::spawn(crate::metrics::run_lag_probe(probe, consumer.clone(), stop.clone()));
+    tokio::spawn(run_partition_total(sink.clone(), consumer.clone(), kafka.topics.clone(), stop.clone()));
     let mut stream = consumer.stream();
     let mut topic = None;
     let mut stamps = Stamps::new(sink.partitions.clone());
@@ -106,6 +107,53 @@ fn take(
         Err(e) => {
             tracing::warn!(sink = sink.name(), error = %e, "kafka consumer error");
             0
+        }
+    }
+}
+
+/// How often the partition count of the input topics is asked again once known (it
+/// changes only when an operator adds partitions, which also triggers a rebalance).
+const TOTAL_EVERY: Duration = Duration::from_secs(30);
+/// How often it is asked while not known.
+const TOTAL_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps the sink's rate share told how many partitions its input topics have in all (the
+/// rebalance callbacks tell it how many this replica owns, see `gate.rs`): asked at start,
+/// after each rebalance, and every [`TOTAL_EVERY`]. The metadata request blocks, so it runs
+/// here on the blocking pool rather than in a rebalance callback on the polling thread.
+async fn run_partition_total(
+    sink: Arc<Sink>,
+    consumer: Arc<SinkConsumer>,
+    topics: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let share = sink.gate.rate_share();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut asked: Option<(tokio::time::Instant, usize)> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let owned = sink.partitions.assigned().len();
+        let due = match (asked, share.total()) {
+            (None, _) => true,
+            (Some((_, seen)), _) if seen != owned => true,
+            (Some((at, _)), None) => at.elapsed() >= TOTAL_RETRY,
+            (Some((at, _)), Some(_)) => at.elapsed() >= TOTAL_EVERY,
+        };
+        if !due {
+            continue;
+        }
+        asked = Some((tokio::time::Instant::now(), owned));
+        let (consumer, topics) = (consumer.clone(), topics.clone());
+        let total = tokio::task::spawn_blocking(move || {
+            topics.iter().map(|t| super::schedule::partition_count(consumer.as_ref(), t)).sum::<Option<i32>>()
+        });
+        if let Ok(Some(total)) = total.await {
+            share.set_total(usize::try_from(total).unwrap_or(0));
+            share.set_owned(sink.partitions.assigned().len());
         }
     }
 }

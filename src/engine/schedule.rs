@@ -128,7 +128,7 @@ impl Owner {
     }
 }
 
-fn partition_count<X: ConsumerContext, C: Consumer<X>>(consumer: &C, topic: &str) -> Option<i32> {
+pub(crate) fn partition_count<X: ConsumerContext, C: Consumer<X>>(consumer: &C, topic: &str) -> Option<i32> {
     let md = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
         Ok(md) => md,
         Err(e) => {

@@ -58,6 +58,9 @@ pub enum DropReason {
     NotJpeg,
     /// Recompression could not reach the limit (or the image is too big to decode safely).
     CannotFit,
+    /// The JPEG header claims more pixels than [`MAX_PIXELS`] or a side longer than
+    /// [`MAX_SIDE`]: refused before decoding.
+    TooManyPixels,
 }
 
 impl DropReason {
@@ -68,6 +71,7 @@ impl DropReason {
             DropReason::InvalidBase64 => "invalid_base64",
             DropReason::NotJpeg => "not_jpeg",
             DropReason::CannotFit => "cannot_fit",
+            DropReason::TooManyPixels => "too_many_pixels",
         }
     }
 }
@@ -101,9 +105,20 @@ const AREA_EXPONENT: f64 = 2.0;
 const EXPONENT_RANGE: (f64, f64) = (0.7, 3.0);
 /// Stop searching once the fitting and missing scales are this close.
 const CONVERGED_RATIO: f64 = 1.05;
-/// Refuse to decode images whose pixels would take more memory than this
-/// (a few-KB JPEG can claim 65535x65535).
-pub(crate) const MAX_DECODED_BYTES: u64 = 192 * 1024 * 1024;
+/// Largest photo decoded, in pixels: 24 MP (6000 x 4000), above any traffic camera. A
+/// few-hundred-byte JPEG can claim 65535 x 65535; its header is read, its pixels never are.
+pub const MAX_PIXELS: u64 = 24_000_000;
+/// Longest side decoded: 10 000 pixels (8K is 7680). A 65320 x 32 strip is under the pixel
+/// bound and would cost seconds of CPU per recompression.
+pub const MAX_SIDE: u32 = 10_000;
+/// The most memory a decoded photo may take (4 bytes a pixel, as CMYK), checked as well as
+/// the pixel bound.
+pub(crate) const MAX_DECODED_BYTES: u64 = MAX_PIXELS * 4;
+/// Recompression works on at most this many pixels: a larger photo is first cut down with
+/// an integer box filter (no float buffer), so the resizes of the search never touch the
+/// full image. 4 MP keeps more detail than any vendor's limit holds at quality 80 (ISP's
+/// 512 KiB of base64 fits about 2 MP of a photo).
+const WORK_PIXELS: u64 = 4_000_000;
 
 /// Returns the base64 text to send (None = send without photo) and what happened.
 ///
@@ -174,7 +189,8 @@ fn is_base64_symbol(b: u8) -> bool {
 fn recompress(text: &str, limit: usize) -> Result<String, DropReason> {
     let jpeg = STANDARD.decode(text).map_err(|_| DropReason::InvalidBase64)?;
     let image = decode_jpeg(&jpeg)?;
-    let (shrunk, _encodes) = shrink(&image, reencoded_len_estimate(&jpeg), max_jpeg_len(limit))?;
+    let (image, full_len) = working_copy(image, reencoded_len_estimate(&jpeg));
+    let (shrunk, _encodes) = shrink(&image, full_len, max_jpeg_len(limit))?;
     Ok(STANDARD.encode(shrunk))
 }
 
@@ -244,6 +260,10 @@ fn table_zero(mut segment: &[u8]) -> Option<&[u8]> {
 fn decode_jpeg(jpeg: &[u8]) -> Result<DynamicImage, DropReason> {
     let reader = ImageReader::with_format(Cursor::new(jpeg), ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(|_| DropReason::NotJpeg)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS || width.max(height) > MAX_SIDE {
+        return Err(DropReason::TooManyPixels);
+    }
     if decoder.total_bytes() > MAX_DECODED_BYTES {
         return Err(DropReason::CannotFit);
     }
@@ -254,6 +274,20 @@ fn decode_jpeg(jpeg: &[u8]) -> Result<DynamicImage, DropReason> {
         DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) => image,
         other => DynamicImage::ImageRgb8(other.to_rgb8()),
     })
+}
+
+/// `image` cut down to at most [`WORK_PIXELS`] (aspect kept), with the expected size of its
+/// full-scale encode (`full_len` for the image as decoded) scaled by area.
+fn working_copy(image: DynamicImage, full_len: usize) -> (DynamicImage, usize) {
+    let (width, height) = image.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels <= WORK_PIXELS {
+        return (image, full_len);
+    }
+    let ratio = (WORK_PIXELS as f64 / pixels as f64).sqrt();
+    let side = |s: u32| ((f64::from(s) * ratio).floor() as u32).max(1);
+    let small = image.thumbnail_exact(side(width), side(height));
+    (small, (full_len as f64 * ratio * ratio) as usize)
 }
 
 /// Encodes at an estimated scale and corrects from each measured size until the
@@ -444,6 +478,31 @@ mod tests {
             assert_eq!(photo, None, "{text:?} with {policy:?}");
             assert_eq!(outcome, PhotoOutcome::Dropped(reason), "{text:?} with {policy:?}");
         }
+    }
+
+    /// A real JPEG whose frame header (SOF0) is rewritten to claim `width` x `height`:
+    /// a few hundred bytes that a decoder would expand to the claimed size.
+    fn claiming(width: u16, height: u16) -> String {
+        let mut jpeg = noisy_jpeg(16, 16, 40, 80);
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        STANDARD.encode(jpeg)
+    }
+
+    /// Found by the `photo_recompress` fuzz target: 8000 x 8000 passed the old bound on
+    /// decoded bytes and then took about 950 MB in recompression; 65320 x 32 took over 10 s
+    /// of CPU. Both are refused from the header, before any pixel is decoded.
+    #[test]
+    fn photos_claiming_too_many_pixels_or_too_long_a_side_are_refused_unread() {
+        for (w, h) in [(8000, 8000), (65320, 32), (32, 65320), (6001, 4001)] {
+            let text = claiming(w, h);
+            let (photo, outcome) = fit(&text, text.len() / 2, PhotoPolicy::Recompress);
+            assert_eq!((photo, outcome), (None, PhotoOutcome::Dropped(DropReason::TooManyPixels)), "{w} x {h}");
+        }
+        let fine = claiming(1920, 1080);
+        let (_, outcome) = fit(&fine, fine.len() / 2, PhotoPolicy::Recompress);
+        assert_ne!(outcome, PhotoOutcome::Dropped(DropReason::TooManyPixels), "a 1920 x 1080 photo is decoded");
     }
 
     #[test]
@@ -712,7 +771,20 @@ mod tests {
         let text = STANDARD.encode(&source);
         let (photo, outcome) = fit(&text, 100, PhotoPolicy::Recompress);
         assert_eq!(photo, None);
-        assert_eq!(outcome, PhotoOutcome::Dropped(DropReason::CannotFit));
+        assert_eq!(outcome, PhotoOutcome::Dropped(DropReason::TooManyPixels));
+    }
+
+    /// A photo over [`WORK_PIXELS`] is cut down before the search: whatever the limit, the
+    /// result never has more pixels than that, and keeps the aspect ratio.
+    #[test]
+    fn large_photos_are_recompressed_from_a_working_copy_of_bounded_pixels() {
+        let text = STANDARD.encode(noisy_jpeg(2800, 1600, 4, 95));
+        let (photo, outcome) = fit(&text, text.len() - 1, PhotoPolicy::Recompress);
+        assert!(matches!(outcome, PhotoOutcome::Recompressed { .. }), "{outcome:?}");
+        let image = decode_b64_jpeg(&photo.expect("a photo"));
+        let (w, h) = image.dimensions();
+        assert!(u64::from(w) * u64::from(h) <= 4_000_000, "{w} x {h}: over the 4 MP working copy");
+        assert!((f64::from(w) / f64::from(h) - 1.75).abs() < 0.01, "aspect kept: {w} x {h}");
     }
 
     #[test]
@@ -737,9 +809,15 @@ mod tests {
 
     #[test]
     fn drop_reasons_have_stable_labels() {
-        let labels = [DropReason::TooLarge, DropReason::InvalidBase64, DropReason::NotJpeg, DropReason::CannotFit]
-            .map(|r| r.as_str());
-        assert_eq!(labels, ["too_large", "invalid_base64", "not_jpeg", "cannot_fit"]);
+        let labels = [
+            DropReason::TooLarge,
+            DropReason::InvalidBase64,
+            DropReason::NotJpeg,
+            DropReason::CannotFit,
+            DropReason::TooManyPixels,
+        ]
+        .map(|r| r.as_str());
+        assert_eq!(labels, ["too_large", "invalid_base64", "not_jpeg", "cannot_fit", "too_many_pixels"]);
     }
 
     #[test]

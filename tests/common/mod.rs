@@ -241,7 +241,9 @@ impl Running {
         }
     }
 
-    /// Hard stop: no drain (a crash, as far as the vendors can tell).
+    /// Hard stop: the engine's tasks are dropped without a drain. Not a crash: librdkafka
+    /// still closes the consumers, which commits the offsets stored so far. A crash is
+    /// [`Process::crash`].
     pub fn kill(mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
@@ -254,6 +256,58 @@ impl Drop for Running {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// `lotbridge run` in a child process, so that a test can crash it for real (SIGKILL:
+/// nothing of it runs afterwards, nothing is committed on the way out).
+pub struct Process {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Runs `lotbridge run` on `toml` (its metrics on a free port of 127.0.0.1); its output
+    /// goes to `lotbridge.log` in a temporary folder, printed if the test fails to crash it.
+    pub fn run(toml: &str) -> Process {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("lotbridge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{toml}
+[metrics]
+listen = \"127.0.0.1:0\"\n"
+            ),
+        )
+        .expect("write config");
+        let log = std::fs::File::create(dir.path().join("lotbridge.log")).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lotbridge"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn lotbridge");
+        Process { child, dir }
+    }
+
+    /// SIGKILL, then waits until the process is gone; panics (with its log) if it had
+    /// already exited, since then it did not crash.
+    pub fn crash(mut self) {
+        let early = self.child.try_wait().expect("try_wait");
+        let log = std::fs::read_to_string(self.dir.path().join("lotbridge.log")).unwrap_or_default();
+        assert!(early.is_none(), "lotbridge exited by itself ({early:?}) before the crash:\n{log}");
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -151,9 +151,15 @@ async fn run_partition_total(
         let total = tokio::task::spawn_blocking(move || {
             topics.iter().map(|t| super::schedule::partition_count(consumer.as_ref(), t)).sum::<Option<i32>>()
         });
-        if let Ok(Some(total)) = total.await {
-            share.set_total(usize::try_from(total).unwrap_or(0));
-            share.set_owned(sink.partitions.assigned().len());
+        match total.await {
+            Ok(Some(total)) => {
+                share.set_total(usize::try_from(total).unwrap_or(0));
+                share.set_owned(sink.partitions.assigned().len());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(sink = sink.name(), error = %e, "asking the partition total failed on the blocking pool")
+            }
         }
     }
 }

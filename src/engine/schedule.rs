@@ -123,7 +123,13 @@ impl Owner {
     /// Asks the cluster (on the blocking pool); `None` when it does not answer.
     async fn partitioner(&self) -> Option<LotPartitioner> {
         let (count, topic) = (self.count.clone(), self.topic.clone());
-        let n = tokio::task::spawn_blocking(move || count(&topic)).await.ok().flatten()?;
+        let n = match tokio::task::spawn_blocking(move || count(&topic)).await {
+            Ok(n) => n?,
+            Err(e) => {
+                tracing::error!(topic = %self.topic, error = %e, "asking the partition count failed on the blocking pool");
+                return None;
+            }
+        };
         LotPartitioner::new(&self.topic, n)
     }
 }

@@ -3,8 +3,9 @@
 //! (a) raw rdkafka consumption of N pre-produced events: the physical limit of this
 //!     machine's Kafka path; (b) lotbridge delivering the same N events to a vendor that
 //!     answers at once (Bingzhouxing `carInOut`, batches of 100). For small events and for
-//!     30 KB photos. Then (c) memory: the vendor down while events with 30 KB photos
-//!     arrive; peak RSS against the sink's memory budget.
+//!     30 KB photos. Then (c) memory: the vendor down for four sinks while events with
+//!     30 KB photos are backlogged for each; RSS, sampled throughout, against the sum of the
+//!     sinks' memory budgets.
 //!
 //! `cargo bench --bench e2e` (env `E2E_SMALL`, `E2E_PHOTOS`, `E2E_MEMORY` set N).
 
@@ -201,6 +202,11 @@ async fn instant_vendor(down: Arc<AtomicBool>) -> String {
 }
 
 fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::config::Loaded {
+    config_sinks(brokers, topic, url, budget, &["bzx"])
+}
+
+/// A Bingzhouxing sink per name, all reading `topic` (each in its own consumer group).
+fn config_sinks(brokers: &str, topic: &str, url: &str, budget: usize, names: &[&str]) -> lotbridge::config::Loaded {
     let bindings: Vec<String> = (0..LOTS)
         .map(|i| format!("{{ lot = \"L{i:03}\", vendor_lot = \"{}\", token = {{ value = \"t{i}\" }} }}", 1000 + i))
         .collect();
@@ -212,14 +218,22 @@ fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::co
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
         .collect();
+    let bindings = bindings.join(", ");
+    let sinks: String = names
+        .iter()
+        .map(|name| {
+            format!(
+                "[[sinks]]\nname = \"{name}\"\nmemory_budget_bytes = {budget}\nconcurrency = 64\nbindings = [{bindings}]\n\
+                 [sinks.rate_limit]\nrequests_per_second = 100000\nburst = 10000\n\
+                 [sinks.retry]\ninitial_ms = 50\nmax_interval_ms = 500\n\
+                 [sinks.batch]\nmax_records = 100\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{url}\"\n"
+            )
+        })
+        .collect();
     let text = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_prefix = \"lb-{topic}\"\n\
          dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\ncommit_interval_ms = 200\n\
-         [kafka.properties]\n{props}\n[[sinks]]\nname = \"bzx\"\nmemory_budget_bytes = {budget}\nconcurrency = 64\nbindings = [{}]\n\
-         [sinks.rate_limit]\nrequests_per_second = 100000\nburst = 10000\n\
-         [sinks.retry]\ninitial_ms = 50\nmax_interval_ms = 500\n\
-         [sinks.batch]\nmax_records = 100\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{url}\"\n",
-        bindings.join(", ")
+         [kafka.properties]\n{props}\n{sinks}"
     );
     Config::parse(&text, std::path::Path::new("e2e.toml"))
         .expect("parse")
@@ -313,58 +327,81 @@ async fn scenario(bench: &Bench, name: &str, n: usize, photo: Option<&str>) {
     );
 }
 
-/// (c): the vendor answers 503 while N photo events arrive; peak RSS vs the budget.
+/// Sinks of the memory scenario, each its own consumer group on the same topic, so every
+/// one of them is backlogged by the same records.
+const MEMORY_SINKS: [&str; 4] = ["m0", "m1", "m2", "m3"];
+/// Each memory-scenario sink's `memory_budget_bytes`.
+const MEMORY_BUDGET: usize = 64 << 20;
+
+/// (c): the vendor answers 503 for every sink while N photo events arrive, so every sink
+/// is backlogged; process RSS, sampled every 50 ms from the engine's start until every
+/// sink has paused and stayed so for 5 s, against the sum of the budgets. The records are
+/// produced first and the baseline taken after, since the mock broker holds them in this
+/// process. Then the vendor recovers and every sink delivers everything.
 async fn memory(bench: &Bench, n: usize, photo: &str) {
     let topic = "e2e-memory";
-    let budget = 64usize << 20;
     let down = Arc::new(AtomicBool::new(true));
     let url = instant_vendor(down.clone()).await;
     bench.cluster.create_topic(topic, PARTITIONS, 1).expect("topic");
-    reset_peak_rss();
+    let bytes = produce_into(bench, topic, n, photo).await;
     let base = rss();
     let metrics = Metrics::new().expect("metrics");
-    let engine = Engine::new(config(&bench.brokers, topic, &url, budget), metrics.clone()).expect("engine");
+    let loaded = config_sinks(&bench.brokers, topic, &url, MEMORY_BUDGET, &MEMORY_SINKS);
+    let engine = Engine::new(loaded, metrics.clone()).expect("engine");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(async move {
         let _ = rx.await;
     }));
-    let bytes = produce_into(bench, topic, n, photo).await;
-    // Wait for the sink to join, read what the budget allows, and pause.
-    let settle = Instant::now();
-    let mut last = (-1, Instant::now());
-    while settle.elapsed() < Duration::from_secs(30) {
-        let held = metrics.held_bytes.with_label_values(&["bzx"]).get();
-        if held != last.0 {
-            last = (held, Instant::now());
-        } else if held > 0 && last.1.elapsed() > Duration::from_secs(2) {
-            break;
+    let held = |sink: &str| metrics.held_bytes.with_label_values(&[sink]).get();
+    let paused = |sink: &str| metrics.paused_partitions.with_label_values(&[sink]).get();
+    let (mut peak, mut samples, mut most_held) = (0u64, 0u32, 0i64);
+    let mut settled_since: Option<Instant> = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        peak = peak.max(rss());
+        samples += 1;
+        most_held = most_held.max(MEMORY_SINKS.iter().map(|s| held(s)).sum());
+        let all_paused = MEMORY_SINKS.iter().all(|s| paused(s) == i64::from(PARTITIONS));
+        match (all_paused, settled_since) {
+            (true, None) => settled_since = Some(Instant::now()),
+            (true, Some(t)) if t.elapsed() > Duration::from_secs(5) => break,
+            (false, _) => settled_since = None,
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let held = metrics.held_bytes.with_label_values(&["bzx"]).get();
-    let paused = metrics.paused_partitions.with_label_values(&["bzx"]).get();
-    let peak_down = peak_rss();
+    let settled = settled_since.is_some();
+    let budgets = (MEMORY_BUDGET * MEMORY_SINKS.len()) as u64;
+    let growth = peak.saturating_sub(base);
     down.store(false, Ordering::Relaxed);
-    let start = Instant::now();
-    while (outcomes(&metrics) as usize) < n && start.elapsed() < Duration::from_secs(300) {
+    let recovery = Instant::now();
+    let delivered = || MEMORY_SINKS.iter().map(|s| sink_outcomes(&metrics, s)).sum::<u64>();
+    let want = (n * MEMORY_SINKS.len()) as u64;
+    while delivered() < want && recovery.elapsed() < Duration::from_secs(300) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let recovered = start.elapsed();
+    let recovered = recovery.elapsed();
     let _ = tx.send(());
     let _ = task.await;
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
     println!(
-        "memory  N={n} photos ({:.0} MB) with the vendor down: budget {} MiB, held {} MiB, paused partitions {paused}, \
-         peak RSS {} MiB (before: {} MiB, of which the broker will hold the {} MB produced); after recovery all {} delivered in {:.1} s, peak RSS {} MiB",
+        "memory  N={n} photos ({:.0} MB) with the vendor down for {} sinks: budgets {:.0} MiB in all, held at most \
+         {:.0} MiB, all partitions paused: {settled}; RSS above the baseline (broker data included there) at most \
+         {:.0} MiB over {samples} samples = budgets {} {:.0} MiB; after recovery {} of {want} delivered in {:.1} s",
         bytes as f64 / 1e6,
-        budget >> 20,
-        held >> 20,
-        peak_down >> 20,
-        base >> 20,
-        bytes / 1_000_000,
-        outcomes(&metrics),
+        MEMORY_SINKS.len(),
+        mib(budgets),
+        mib(most_held as u64),
+        mib(growth),
+        if growth >= budgets { "+" } else { "-" },
+        mib(growth.abs_diff(budgets)),
+        delivered(),
         recovered.as_secs_f64(),
-        peak_rss() >> 20
     );
+}
+
+fn sink_outcomes(metrics: &Metrics, sink: &str) -> u64 {
+    metrics.outcomes.with_label_values(&[sink, "vehicle.entered", "delivered"]).get()
 }
 
 async fn produce_into(bench: &Bench, topic: &str, n: usize, photo: &str) -> u64 {

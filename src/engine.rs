@@ -19,6 +19,8 @@
 //! - `http`: execution of one prepared request and its classification.
 //! - `acks`: final outcomes: counting, watermarks, offset stores.
 //! - `offsets`: contiguous per-partition watermarks with assignment generations.
+//! - `ahead`: the finished-ahead map committed with a watermark, so the next reader of a
+//!   partition does not send again what finished behind an unfinished record.
 //! - [`output`]: dead letters and answers written back to Kafka.
 //! - [`lots`]: the lot book and the daily full lot push.
 //! - [`schedule`]: generated records: per-lot heartbeats spread over the minute, the daily
@@ -27,6 +29,7 @@
 //!   fails the sink (`/healthz`, non-zero exit).
 
 mod acks;
+mod ahead;
 mod budget;
 mod consumer;
 mod decode;
@@ -137,6 +140,7 @@ impl Engine {
             sink.stop();
         }
         for (sink, consumer) in self.sinks.iter().zip(&consumers) {
+            sink.acks.commit_changed_maps();
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(sink = sink.name(), error = %e, "nothing to commit at shutdown");
             }

@@ -20,11 +20,13 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// An adapter that behaves as `inner` except that it panics while mapping an event whose
-/// id contains `panic-map`, and while classifying the answer to a request whose body
-/// contains `PANIC`: a stand-in for a bug in adapter or third-party code (JPEG decoding)
-/// that one record's bytes trigger.
+/// id contains `panic-map`, and while preparing a request whose body contains `PANIC`: a
+/// stand-in for a bug in adapter or third-party code (JPEG decoding) that one record's
+/// bytes trigger. And while `stuck` is set, requests for lot `STUCK` go to a closed port:
+/// refused connections, retried without end, as for a lot whose vendor endpoint is down.
 struct PanicOn {
     inner: Arc<dyn Adapter>,
+    stuck: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[async_trait]
@@ -45,7 +47,11 @@ impl Adapter for PanicOn {
         if data.windows(5).any(|w| w == b"PANIC") {
             panic!("injected panic while preparing a request (non-ASCII tail: 停车场编码)");
         }
-        self.inner.prepare(lot, endpoint, data).await
+        let mut request = self.inner.prepare(lot, endpoint, data).await?;
+        if lot == "STUCK" && self.stuck.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            request.url = "http://127.0.0.1:1/closed".into();
+        }
+        Ok(request)
     }
     fn classify(&self, endpoint: &Endpoint, response: &HttpResponse) -> Verdict {
         self.inner.classify(endpoint, response)
@@ -77,7 +83,7 @@ fn plates(server: &SimServer) -> Vec<String> {
 fn with_panicking_adapter(toml: &str) -> lotbridge::config::Loaded {
     let mut loaded = common::load(toml);
     for sink in &mut loaded.sinks {
-        sink.adapter = Arc::new(PanicOn { inner: sink.adapter.clone() });
+        sink.adapter = Arc::new(PanicOn { inner: sink.adapter.clone(), stuck: None });
     }
     loaded
 }
@@ -350,4 +356,44 @@ fn spread_over(lots: &[&str], n: usize) -> Vec<(String, Vec<u8>)> {
             (lot.to_string(), vehicle(&format!("e{i}"), lot, &format!("晋A{i:05}"), false))
         })
         .collect()
+}
+
+/// Records of other lots finished behind a stuck one cannot be committed (Kafka keeps one
+/// offset per partition); the map committed with the offset names them, so the next reader
+/// of the partition (here the same configuration restarted) sends only the stuck record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_finished_behind_a_stuck_one_are_not_sent_again_after_a_restart() {
+    let kafka = Kafka::new();
+    kafka.topic("ahead", 1);
+    let lots = ["STUCK", "P1", "P2", "P3", "P4"];
+    let (toml, sim) = bzx(&kafka, "ahead", &lots, "").await;
+    let mut records = vec![("STUCK".to_string(), vehicle("s0", "STUCK", "晋S00000", false))];
+    records.extend(spread_over(&lots[1..], 200));
+    kafka.produce_all("ahead", &records).await;
+    let stuck = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let start = |stuck: &Arc<std::sync::atomic::AtomicBool>| {
+        let mut loaded = common::load(&toml);
+        for sink in &mut loaded.sinks {
+            sink.adapter = Arc::new(PanicOn { inner: sink.adapter.clone(), stuck: Some(stuck.clone()) });
+        }
+        Running::start(loaded)
+    };
+    let first = start(&stuck);
+    assert!(eventually(WAIT, || async { plates(&sim).len() >= 200 }).await, "the other lots delivered");
+    first.stop().await;
+    assert_eq!(kafka.committed("g-ahead.bzx", "ahead", 1), [0], "the stuck record holds the offset");
+    let sent_before = sim.control.requests().len();
+    stuck.store(false, std::sync::atomic::Ordering::Relaxed);
+    let second = start(&stuck);
+    let m = second.metrics.clone();
+    assert!(eventually(WAIT, || async { plates(&sim).contains(&"晋S00000".to_string()) }).await, "the stuck one");
+    let all_finished = eventually(WAIT, || async { kafka.committed("g-ahead.bzx", "ahead", 1) == [201] }).await;
+    let skipped = m.skipped.with_label_values(&["bzx", "finished_before"]).get();
+    second.stop().await;
+    assert!(all_finished, "committed {:?}", kafka.committed("g-ahead.bzx", "ahead", 1));
+    let again: usize =
+        sim.control.requests()[sent_before..].iter().filter(|r| r.endpoint == "carInOut").map(|r| r.records).sum();
+    assert_eq!(again, 1, "after the restart only the stuck record was sent ({skipped} skipped as finished before)");
+    assert_eq!(skipped, 200);
+    assert!(kafka.read_all("ahead.dlq").is_empty());
 }

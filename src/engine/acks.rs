@@ -12,8 +12,12 @@ use tokio::time::Instant;
 
 /// Stores a partition's watermark (implemented by the sink's Kafka consumer).
 pub(crate) trait OffsetStore: Send + Sync {
-    /// Stores `next` (the next offset to consume) for the partition; committed later.
-    fn store(&self, tp: &TopicPartition, next: i64);
+    /// Stores `next` (the next offset to consume) for the partition with its finished-ahead
+    /// map (`ahead.rs`; empty for none); committed later.
+    fn store(&self, tp: &TopicPartition, next: i64, map: &str);
+    /// Stores and commits (without waiting) maps whose watermark did not move: the
+    /// periodic commit commits only offsets that moved.
+    fn commit_maps(&self, maps: &[(TopicPartition, i64, String)]);
 }
 
 /// A final outcome, as counted.
@@ -102,17 +106,27 @@ impl Acks {
         self.outcomes.with_label_values(&[self.sink.as_str(), event_type, outcome]).inc_by(n);
     }
 
-    /// Marks Kafka records finished and stores each watermark that moved, once.
+    /// Marks Kafka records finished and stores each watermark that moved, once, with its
+    /// finished-ahead map. Stores are made one at a time, so what is stored for a partition
+    /// never goes back.
     pub(crate) fn complete<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let moved = self.partitions.complete_all(tickets);
-        if moved.is_empty() {
-            return;
-        }
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(store) = store {
-            for (tp, next) in &moved {
-                store.store(tp, *next);
+        if let Some(store) = store.as_ref() {
+            for (tp, next, map) in &moved {
+                store.store(tp, *next, map);
             }
+        }
+    }
+
+    /// Stores and commits the finished-ahead maps that changed while their watermark stood
+    /// still (run every commit interval).
+    pub(crate) fn commit_changed_maps(&self) {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(store) = store.as_ref() else { return };
+        let maps = self.partitions.changed_maps();
+        if !maps.is_empty() {
+            store.commit_maps(&maps);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the group protocol: drain and commit on revoke, track assignments and commits.
 
 use super::acks::OffsetStore;
+use super::ahead::Ahead;
 use super::budget::Budget;
 use super::gate::RateShare;
 use super::offsets::{Partitions, TopicPartition};
@@ -15,6 +16,9 @@ use std::time::Duration;
 
 /// Consumer callbacks: drain and commit on revoke, track assignments.
 pub(crate) struct Context {
+    /// A client of the same group that never joins it: reads the committed offsets and
+    /// their finished-ahead maps of newly assigned partitions.
+    reader: BaseConsumer,
     partitions: Arc<Partitions>,
     budget: Arc<Budget>,
     share: Arc<RateShare>,
@@ -47,6 +51,36 @@ fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+impl Context {
+    /// Reads the committed offsets of `assigned` with their finished-ahead maps, and tells
+    /// the trackers which records are finished already. Bounded by [`COMMITTED_TIMEOUT`];
+    /// without an answer, every record after the committed offset is sent again.
+    fn load_finished_before(&self, assigned: &TopicPartitionList) {
+        let committed = match self.reader.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(sink = %self.sink, error = %e, "committed offsets not read: records finished ahead of them are sent again");
+                return;
+            }
+        };
+        for e in committed.elements() {
+            let Offset::Offset(offset) = e.offset() else { continue };
+            let Some(ahead) = metadata_text(&e).and_then(|t| Ahead::decode(&t, offset)) else { continue };
+            tracing::info!(sink = %self.sink, topic = e.topic(), partition = e.partition(), offset, "records finished ahead of the committed offset are not sent again");
+            self.partitions.set_finished_before(&(Arc::from(e.topic()), e.partition()), ahead);
+        }
+    }
+}
+
+/// A committed offset's metadata as text; `None` if it is not UTF-8 (another client's
+/// commit), on which rdkafka's accessor panics.
+fn metadata_text(e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.metadata().to_string())).ok()
+}
+
+/// How long the assignment waits for the committed offsets' maps.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
@@ -56,6 +90,16 @@ impl ConsumerContext for Context {
             // the worker's other tasks (the very lanes being waited for, other sinks) move
             // to other threads instead of starving behind the wait.
             let left = off_the_runtime(|| self.drain(&tps));
+            // What finished behind a record the drain did not see finish goes with the
+            // commit, for the next owner.
+            let maps = self.partitions.changed_maps();
+            if !maps.is_empty() {
+                if let Err(e) =
+                    consumer.store_offsets(&offsets_with_maps(maps.iter().map(|(tp, n, m)| (tp, *n, m.as_str()))))
+                {
+                    tracing::debug!(sink = %self.sink, error = %e, "finished-ahead maps not stored on revoke");
+                }
+            }
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(sink = %self.sink, error = %e, "nothing committed on revoke");
             }
@@ -74,7 +118,8 @@ impl ConsumerContext for Context {
         for e in offsets.elements() {
             // A partition's own error (e.g. revoked meanwhile) means it was not committed.
             if let (Offset::Offset(next), Ok(())) = (e.offset(), e.error()) {
-                self.partitions.committed(&(Arc::from(e.topic()), e.partition()), next);
+                let named = metadata_text(&e).and_then(|t| Ahead::decode(&t, next)).map_or(0, |a| a.len());
+                self.partitions.committed(&(Arc::from(e.topic()), e.partition()), next, named);
             }
         }
     }
@@ -84,6 +129,7 @@ impl ConsumerContext for Context {
             let tps = topic_partitions(tpl);
             tracing::info!(sink = %self.sink, partitions = tps.len(), "partitions assigned");
             self.partitions.assign(tps);
+            off_the_runtime(|| self.load_finished_before(tpl));
             // Before any record of the new assignment is read.
             self.share.set_owned(self.partitions.assigned().len());
             self.budget.on_assign(consumer, tpl);
@@ -113,7 +159,9 @@ pub(crate) fn consumer(kafka: &KafkaConfig, sink: &Sink) -> Result<Arc<SinkConsu
         .set("session.timeout.ms", "45000")
         .set("max.poll.interval.ms", "300000");
     crate::kafka::apply(&mut cfg, kafka);
+    let reader: BaseConsumer = cfg.create()?;
     let ctx = Context {
+        reader,
         partitions: sink.partitions.clone(),
         budget: sink.budget.clone(),
         share: sink.gate.rate_share(),
@@ -136,13 +184,35 @@ fn prefetch_kbytes(memory_budget_bytes: usize) -> usize {
     (memory_budget_bytes / 4 / 1024).clamp(4 * 1024, 2_097_151)
 }
 
-impl OffsetStore for SinkConsumer {
-    fn store(&self, tp: &TopicPartition, next: i64) {
-        let mut tpl = TopicPartitionList::new();
-        if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next)).is_ok() {
-            if let Err(e) = self.store_offsets(&tpl) {
-                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "offset not stored (partition revoked?)");
+/// A list of offsets, each with its map as metadata (`None` if an offset is invalid).
+fn offsets_with_maps<'a>(entries: impl IntoIterator<Item = (&'a TopicPartition, i64, &'a str)>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, next, map) in entries {
+        if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next)).is_ok() && !map.is_empty() {
+            if let Some(mut elem) = tpl.find_partition(&tp.0, tp.1) {
+                elem.set_metadata(map);
             }
+        }
+    }
+    tpl
+}
+
+impl OffsetStore for SinkConsumer {
+    fn store(&self, tp: &TopicPartition, next: i64, map: &str) {
+        let tpl = offsets_with_maps([(tp, next, map)]);
+        if let Err(e) = self.store_offsets(&tpl) {
+            tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "offset not stored (partition revoked?)");
+        }
+    }
+
+    fn commit_maps(&self, maps: &[(TopicPartition, i64, String)]) {
+        let tpl = offsets_with_maps(maps.iter().map(|(tp, next, map)| (tp, *next, map.as_str())));
+        if let Err(e) = self.store_offsets(&tpl) {
+            tracing::debug!(error = %e, "finished-ahead maps not stored (partitions revoked?)");
+            return;
+        }
+        if let Err(e) = self.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "finished-ahead maps not committed");
         }
     }
 }
@@ -163,6 +233,7 @@ mod tests {
         let budget = Arc::new(Budget::new(1 << 20, &metrics, "s"));
         let gate = super::super::gate::Gate::new(&Default::default(), 1, &metrics, "s");
         let ctx = Arc::new(Context {
+            reader: ClientConfig::new().set("group.id", "t").create().unwrap(),
             partitions: partitions.clone(),
             budget,
             share: gate.rate_share(),

@@ -48,6 +48,8 @@ pub(crate) async fn run_intake(
     let mut stream = consumer.stream();
     let mut topic = None;
     let mut stamps = Stamps::new(sink.partitions.clone());
+    let commit_every = Duration::from_millis(kafka.commit_interval_ms.max(1));
+    let mut maps_committed = tokio::time::Instant::now();
     loop {
         let reading = sink.budget.may_read();
         tokio::select! {
@@ -56,6 +58,10 @@ pub(crate) async fn run_intake(
             _ = tick.tick() => {
                 sink.budget.tick(&*consumer, &sink.partitions);
                 housekeeping(&sink);
+                if maps_committed.elapsed() >= commit_every {
+                    maps_committed = tokio::time::Instant::now();
+                    sink.acks.commit_changed_maps();
+                }
             }
             _ = sink.budget.relieved() => sink.budget.relieve(&*consumer, &sink.partitions),
             Some(batch) = ahead.next(), if !ahead.is_empty() => match batch {

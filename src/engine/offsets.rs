@@ -5,8 +5,9 @@
 //! only across an unbroken run of finished records, so a failed record is never skipped
 //! over the way Vector's kafka source does (vector #24543).
 
+use super::ahead::Ahead;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -69,6 +70,11 @@ impl Tracker {
         self.finished_ahead
     }
 
+    /// The offsets of finished records still tracked (behind an unfinished one), ascending.
+    pub fn finished_offsets(&self) -> impl Iterator<Item = i64> + '_ {
+        self.pending.iter().filter(|s| s.done).map(|s| s.offset)
+    }
+
     /// Records read but not all finished.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -107,17 +113,28 @@ struct PartitionState {
     committed: Option<i64>,
     /// The last watermark stored for the next commit.
     stored: Option<i64>,
+    /// Records finished before this assignment, beyond the committed offset (the map
+    /// committed with it, see `ahead.rs`): not sent again.
+    before: Ahead,
+    /// The watermark and finished-ahead count last written into a map by
+    /// [`Partitions::changed_maps`].
+    mapped: Option<(i64, usize)>,
+    /// How many finished-ahead records the last committed map named, with its offset.
+    covered: (i64, usize),
 }
 
 impl PartitionState {
     /// Finished records a crash now would deliver again: those stored but not yet committed
-    /// (counted in offsets), and those finished behind an unfinished one.
+    /// (counted in offsets), and those finished behind an unfinished one that the last
+    /// committed map does not name.
     fn uncommitted(&self) -> usize {
         let stored_ahead = match (self.stored, self.committed) {
             (Some(stored), Some(committed)) => usize::try_from(stored - committed).unwrap_or(0),
             _ => 0,
         };
-        stored_ahead + self.tracker.finished_ahead()
+        let (at, named) = self.covered;
+        let covered = if Some(at) == self.committed { named } else { 0 };
+        stored_ahead + self.tracker.finished_ahead().saturating_sub(covered)
     }
 }
 
@@ -127,6 +144,9 @@ pub struct Partitions {
     inner: Mutex<PartitionsInner>,
     /// Bumped on every assign and revoke, so readers know when to look generations up again.
     changes: AtomicU64,
+    /// Whether any partition was assigned with records finished before (a fast path for
+    /// [`Partitions::finished_before`]).
+    any_before: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -209,12 +229,15 @@ impl Partitions {
     /// Marks a record finished; returns the watermark to store when it moved.
     #[cfg(test)]
     pub fn complete(&self, ticket: &Ticket) -> Option<i64> {
-        self.complete_all([ticket]).pop().map(|(_, next)| next)
+        self.complete_all([ticket]).pop().map(|(_, next, _)| next)
     }
 
     /// Marks records finished under one lock; returns each partition whose watermark moved,
-    /// once, with its new watermark.
-    pub fn complete_all<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) -> Vec<(TopicPartition, i64)> {
+    /// once, with its new watermark and the finished-ahead map to store with it.
+    pub fn complete_all<'a>(
+        &self,
+        tickets: impl IntoIterator<Item = &'a Ticket>,
+    ) -> Vec<(TopicPartition, i64, String)> {
         let mut inner = self.lock();
         let mut moved: Vec<(TopicPartition, i64)> = Vec::new();
         for ticket in tickets {
@@ -228,7 +251,65 @@ impl Partitions {
                 None => moved.push((ticket.tp.clone(), next)),
             }
         }
-        moved
+        let mut stored = Vec::with_capacity(moved.len());
+        for (tp, next) in moved {
+            let map = match inner.assigned.get_mut(&tp) {
+                Some(state) if state.tracker.finished_ahead() > 0 => {
+                    state.before.forget_below(next);
+                    Ahead::encode(next, state.tracker.finished_offsets())
+                }
+                Some(state) => {
+                    state.before.forget_below(next);
+                    String::new()
+                }
+                None => String::new(),
+            };
+            stored.push((tp, next, map));
+        }
+        stored
+    }
+
+    /// The maps of partitions whose finished-ahead records changed since the last call
+    /// while their watermark did not move past them, with the watermark each goes with: a
+    /// stuck record would otherwise keep every record finished behind it out of the commits.
+    pub fn changed_maps(&self) -> Vec<(TopicPartition, i64, String)> {
+        let mut inner = self.lock();
+        let mut maps = Vec::new();
+        for (tp, state) in inner.assigned.iter_mut() {
+            let (Some(watermark), ahead) = (state.stored.or(state.committed), state.tracker.finished_ahead()) else {
+                continue;
+            };
+            if ahead == 0 || state.mapped == Some((watermark, ahead)) {
+                continue;
+            }
+            state.mapped = Some((watermark, ahead));
+            maps.push((tp.clone(), watermark, Ahead::encode(watermark, state.tracker.finished_offsets())));
+        }
+        maps
+    }
+
+    /// Sets the records of an assigned partition finished before this assignment (the map
+    /// committed with its offset).
+    pub fn set_finished_before(&self, tp: &TopicPartition, before: Ahead) {
+        if before.is_empty() {
+            return;
+        }
+        if let Some(state) = self.lock().assigned.get_mut(tp) {
+            state.before = before;
+            self.any_before.store(true, Ordering::Release);
+        }
+    }
+
+    /// For each ticket, whether its record was finished before this assignment.
+    pub fn finished_before(&self, tickets: &[Option<Ticket>]) -> Vec<bool> {
+        if !self.any_before.load(Ordering::Acquire) {
+            return vec![false; tickets.len()];
+        }
+        let inner = self.lock();
+        let before = |t: &Ticket| {
+            inner.assigned.get(&t.tp).is_some_and(|s| s.generation == t.generation && s.before.contains(t.offset))
+        };
+        tickets.iter().map(|t| t.as_ref().is_some_and(before)).collect()
     }
 
     /// Whether the ticket's partition is still assigned in the same generation.
@@ -269,9 +350,12 @@ impl Partitions {
 
     /// Records the group's committed position of an assigned partition (from the commit
     /// callback).
-    pub fn committed(&self, tp: &TopicPartition, next: i64) {
+    pub fn committed(&self, tp: &TopicPartition, next: i64, named: usize) {
         if let Some(state) = self.lock().assigned.get_mut(tp) {
             state.committed = Some(state.committed.map_or(next, |c| c.max(next)));
+            if state.committed == Some(next) {
+                state.covered = (next, named);
+            }
         }
     }
 
@@ -365,7 +449,7 @@ mod tests {
         let now = p.generations().get(&tp).copied();
         let fresh: Vec<Ticket> = p.register_read([(&tp, 100, now), (&tp, 101, now)]).into_iter().flatten().collect();
         assert_eq!(fresh.len(), 2, "read again under the new assignment, they register");
-        assert_eq!(p.complete_all(&fresh), [(tp, 102)]);
+        assert_eq!(p.complete_all(&fresh), [(tp, 102, String::new())]);
     }
 
     #[test]
@@ -378,14 +462,45 @@ mod tests {
         p.complete_all(&t[..4]);
         p.complete_all(&t[6..8]);
         assert_eq!(p.uncommitted(), 4 + 2, "100..=103 stored, 106 and 107 behind 104");
-        p.committed(&tp, 104);
+        p.committed(&tp, 104, 0);
         assert_eq!(p.uncommitted(), 2);
-        p.committed(&tp, 90);
+        p.committed(&tp, 90, 0);
         assert_eq!(p.uncommitted(), 2, "an older commit result does not move it back");
         p.complete_all(&t[4..6]);
         assert_eq!(p.uncommitted(), 4, "104..=107 stored");
-        p.committed(&tp, 108);
+        p.committed(&tp, 108, 0);
         assert_eq!(p.uncommitted(), 0);
+    }
+
+    #[test]
+    fn finished_ahead_records_go_into_maps_and_a_committed_map_ends_their_exposure() {
+        let p = Partitions::default();
+        let tp: TopicPartition = (Arc::from("events"), 0);
+        p.assign([tp.clone()]);
+        let t: Vec<Ticket> = (10..16).map(|o| p.register(&tp, o).unwrap()).collect();
+        p.complete_all([&t[2], &t[3], &t[5]]);
+        let maps = p.changed_maps();
+        assert_eq!(maps, [(tp.clone(), 10, "lb1:10:2+2,1+1".to_string())], "10 and 11 unfinished");
+        assert!(p.changed_maps().is_empty(), "unchanged since");
+        assert_eq!(p.uncommitted(), 3);
+        p.committed(&tp, 10, 3);
+        assert_eq!(p.uncommitted(), 0, "the committed map names all three");
+        let moved = p.complete_all([&t[0]]);
+        assert_eq!(moved, [(tp.clone(), 11, "lb1:11:1+2,1+1".to_string())], "stored with the map");
+    }
+
+    #[test]
+    fn records_named_by_the_committed_map_are_finished_before_in_this_generation_only() {
+        let p = Partitions::default();
+        let tp: TopicPartition = (Arc::from("events"), 0);
+        p.assign([tp.clone()]);
+        p.set_finished_before(&tp, Ahead::decode("lb1:5:1+2", 5).unwrap());
+        let tickets: Vec<Option<Ticket>> = (5..9).map(|o| p.register(&tp, o)).collect();
+        assert_eq!(p.finished_before(&tickets), [false, true, true, false]);
+        p.revoke(std::slice::from_ref(&tp));
+        p.assign([tp.clone()]);
+        let again: Vec<Option<Ticket>> = (5..9).map(|o| p.register(&tp, o)).collect();
+        assert_eq!(p.finished_before(&again), [false; 4], "a new assignment reads its own map");
     }
 
     #[test]
@@ -398,8 +513,12 @@ mod tests {
         assert!(tickets[4].is_none(), "offset 1 of partition 0 again: a re-fetch");
         let t: Vec<Ticket> = tickets.into_iter().flatten().collect();
         assert_eq!(p.are_current(t.iter().map(Some).chain([None])), [true; 5]);
-        assert_eq!(p.complete_all([&t[1], &t[2]]), [(b.clone(), 8)], "offset 0 of partition 0 is still open");
-        assert_eq!(p.complete_all([&t[3], &t[0]]), [(a.clone(), 3)], "the highest watermark, once");
+        assert_eq!(
+            p.complete_all([&t[1], &t[2]]),
+            [(b.clone(), 8, String::new())],
+            "offset 0 of partition 0 is still open"
+        );
+        assert_eq!(p.complete_all([&t[3], &t[0]]), [(a.clone(), 3, String::new())], "the highest watermark, once");
         p.revoke(std::slice::from_ref(&a));
         assert_eq!(p.are_current([Some(&t[0]), Some(&t[2])]), [false, true]);
     }

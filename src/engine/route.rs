@@ -21,10 +21,11 @@ pub(crate) fn route_all(sink: &Arc<Sink>, batch: Batch) {
     count_consumed(sink, &batch.records);
     let read = batch.records.iter().map(|p| (&p.origin_tp, p.offset, p.generation));
     let tickets = sink.partitions.register_read(read);
+    let before = sink.partitions.finished_before(&tickets);
     let read_at = Instant::now();
     let mut lanes: HashMap<String, Vec<Item>> = HashMap::new();
     let mut finished = Vec::new();
-    for (p, ticket) in batch.records.into_iter().zip(tickets) {
+    for ((p, ticket), before) in batch.records.into_iter().zip(tickets).zip(before) {
         let Some(ticket) = ticket else {
             continue; // a late record of a revoked partition, or read twice: handled elsewhere
         };
@@ -35,6 +36,13 @@ pub(crate) fn route_all(sink: &Arc<Sink>, batch: Batch) {
         }
         if let (Some(book), Ok(routed)) = (&sink.lot_book, &p.result) {
             book.observe(&routed.event, &p.origin_tp);
+        }
+        if before {
+            // Finished by the partition's previous reader, after its committed offset (the
+            // map committed with it, `ahead.rs`): not sent again.
+            sink.metrics.skipped.with_label_values(&[sink.name(), "finished_before"]).inc();
+            finished.push(ticket);
+            continue;
         }
         match p.result {
             Err((stage, error)) => {

@@ -125,6 +125,9 @@ pub struct Control {
     records: Mutex<Vec<Recorded>>,
     requests: Mutex<Vec<RequestLog>>,
     envelopes: Mutex<Vec<String>>,
+    /// Keys of records received again after they were accepted (platforms that know a
+    /// record's identity: Bingzhouxing's `carInOut`).
+    again: Mutex<std::collections::HashSet<String>>,
     tokens: Mutex<HashMap<String, Instant>>,
     refuse: Notify,
     /// Seconds added to the `Date` header of every answer (a vendor with a wrong clock).
@@ -264,6 +267,17 @@ impl Control {
     /// The envelopes noted so far, in arrival order.
     pub fn envelopes(&self) -> Vec<String> {
         lock(&self.envelopes).clone()
+    }
+
+    /// Notes a record received again after it was accepted, by its identity.
+    pub fn note_received_again(&self, key: &str) {
+        lock(&self.again).insert(key.to_string());
+    }
+
+    /// How many distinct accepted records were received again (however often, and
+    /// whatever the answer: a strict platform refuses a batch holding one with `1004`).
+    pub fn received_again(&self) -> usize {
+        lock(&self.again).len()
     }
 
     /// Every accepted record so far.

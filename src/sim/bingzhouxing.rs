@@ -531,7 +531,11 @@ impl Simulator {
             let part = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
             [lot_code.to_string(), part("carNo"), part("inOutType"), part("inOutTime"), part("imgName")].join("\u{1f}")
         };
-        if self.duplicate_if_any && records.iter().any(|r| seen.contains(&key(r))) {
+        let keys: Vec<String> = records.iter().map(key).collect();
+        for again in keys.iter().filter(|k| seen.contains(*k)) {
+            self.control.note_received_again(again);
+        }
+        if self.duplicate_if_any && keys.iter().any(|k| seen.contains(k)) {
             return None;
         }
         Some(records.into_iter().filter(|r| seen.insert(key(r))).collect())
@@ -807,5 +811,7 @@ mod tests {
         let (second, _) = s.accept(Command::CarInOut, accepted());
         assert_eq!((first.body["code"].clone(), second.body["code"].clone()), (json!("0"), json!("1004")));
         assert_eq!(s.control.records_for("carInOut").len(), 1);
+        s.accept(Command::CarInOut, accepted());
+        assert_eq!(s.control.received_again(), 1, "one record received again, twice");
     }
 }

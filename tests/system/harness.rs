@@ -482,16 +482,10 @@ impl Received {
             .iter()
             .filter_map(|r| r.record["carNo"].as_str().map(str::to_string))
             .collect();
-        let accepted: usize = sim
-            .control
-            .requests()
-            .iter()
-            .filter(|r| r.endpoint == "carInOut" && matches!(r.code.as_deref(), Some("0") | Some("1004")))
-            .map(|r| r.records)
-            .sum();
-        // Pad with placeholders for the copies the simulator did not keep.
-        let extra = accepted.saturating_sub(copies.len());
-        copies.extend(std::iter::repeat_n(String::from("(re-sent copy)"), extra));
+        // A placeholder for each accepted record sent again (the simulator keeps one copy;
+        // a batch answered `1004` is split and sent again in halves, so counting the records
+        // of requests would count one re-sent record several times).
+        copies.extend(std::iter::repeat_n(String::from("(re-sent copy)"), sim.control.received_again()));
         Received { copies }
     }
 

@@ -152,7 +152,7 @@ impl KafkaConfig {
                 PropertyValue::Secret(reference) => reference
                     .resolve(base)
                     .map_err(|source| ConfigError::Secret { context: format!("kafka.properties.{key:?}"), source })?,
-                PropertyValue::Text(text) if crate::kafka::is_sensitive(key) => Secret::new(std::mem::take(text)),
+                PropertyValue::Text(text) if is_sensitive(key) => Secret::new(std::mem::take(text)),
                 PropertyValue::Text(_) => continue,
             };
             *value = PropertyValue::Secret(SecretRef::Value(secret));
@@ -163,11 +163,19 @@ impl KafkaConfig {
     /// `[kafka.properties]` in config words for `check-config`; secrets show as `***`.
     pub fn properties_summary(&self) -> String {
         let shown = self.properties.iter().map(|(key, value)| match value {
-            PropertyValue::Text(text) if !crate::kafka::is_sensitive(key) => format!("{key}={text}"),
+            PropertyValue::Text(text) if !is_sensitive(key) => format!("{key}={text}"),
             _ => format!("{key}=***"),
         });
         shown.collect::<Vec<_>>().join(" ")
     }
+}
+
+/// Whether a property's value must never be printed even when written inline.
+pub(crate) fn is_sensitive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "keystore", ".key", "token", "jaas", "oauthbearer.config"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 fn default_group_prefix() -> String {
@@ -286,6 +294,12 @@ pub struct SinkConfig {
     /// zvcms settings.
     #[serde(default)]
     pub zvcms: Option<vendors::zvcms::Config>,
+}
+
+/// Parses a time of day written `HH:MM` or `HH:MM:SS` (`daily_push_at`).
+pub fn parse_time(text: &str) -> Option<chrono::NaiveTime> {
+    let parse = |format| chrono::NaiveTime::parse_from_str(text, format);
+    parse("%H:%M:%S").or_else(|_| parse("%H:%M")).ok()
 }
 
 fn default_daily_push_at() -> String {
@@ -636,7 +650,7 @@ impl SinkConfig {
             (self.memory_budget_bytes < 1024 * 1024, "memory_budget_bytes must be at least 1 MiB"),
             (self.request_timeout_ms == 0, "request_timeout_ms must be at least 1"),
         ];
-        if crate::engine::lots::parse_time(&self.daily_push_at).is_none() {
+        if parse_time(&self.daily_push_at).is_none() {
             return Err(invalid(format!(
                 "sink {n:?}: daily_push_at must be HH:MM or HH:MM:SS, not {:?}",
                 self.daily_push_at
@@ -906,6 +920,24 @@ base_url = "http://127.0.0.1:1"
         let unset = text.replace("LOTBRIDGE_TEST_KAFKA_USER_PW", "LOTBRIDGE_TEST_KAFKA_UNSET");
         let err = build(&unset, dir.path()).err().unwrap().to_string();
         assert!(err.contains("sasl.oauthbearer.client.secret") && err.contains("LOTBRIDGE_TEST_KAFKA_UNSET"), "{err}");
+    }
+
+    #[test]
+    fn daily_push_times_parse() {
+        assert_eq!(parse_time("01:00"), chrono::NaiveTime::from_hms_opt(1, 0, 0));
+        assert_eq!(parse_time("01:02:03"), chrono::NaiveTime::from_hms_opt(1, 2, 3));
+        assert_eq!(parse_time("25:00"), None);
+        assert_eq!(parse_time("1am"), None);
+    }
+
+    #[test]
+    fn sensitive_keys_are_recognised() {
+        for key in ["sasl.password", "ssl.key.password", "ssl.keystore.location", "sasl.oauthbearer.client.secret"] {
+            assert!(is_sensitive(key), "{key}");
+        }
+        for key in ["security.protocol", "sasl.mechanism", "sasl.username", "ssl.ca.location"] {
+            assert!(!is_sensitive(key), "{key}");
+        }
     }
 
     #[test]

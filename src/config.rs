@@ -8,12 +8,16 @@
 use crate::net::NetworkConfig;
 use crate::photo::PhotoPolicy;
 use crate::secret::{Secret, SecretError, SecretRef};
-use crate::vendors::{self, Adapter, VendorKind};
+use crate::vendors::{self, Adapter};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod vendor;
+
+pub use vendor::VendorKind;
 
 /// Why a configuration is unusable. Messages name the file, sink and key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -284,16 +288,16 @@ pub struct SinkConfig {
     pub daily_push_at: String,
     /// Barrier-gate coupon platform settings (exactly one vendor table per sink).
     #[serde(default)]
-    pub barrier_coupon: Option<vendors::barrier::Config>,
+    pub barrier_coupon: Option<vendor::barrier::Config>,
     /// Inspur ISP settings.
     #[serde(default)]
-    pub inspur_isp: Option<vendors::isp::Config>,
+    pub inspur_isp: Option<vendor::isp::Config>,
     /// Bingzhouxing settings.
     #[serde(default)]
-    pub bingzhouxing: Option<vendors::bingzhouxing::Config>,
+    pub bingzhouxing: Option<vendor::bingzhouxing::Config>,
     /// zvcms settings.
     #[serde(default)]
-    pub zvcms: Option<vendors::zvcms::Config>,
+    pub zvcms: Option<vendor::zvcms::Config>,
 }
 
 /// Parses a time of day written `HH:MM` or `HH:MM:SS` (`daily_push_at`).

@@ -200,7 +200,7 @@ async fn instant_vendor(down: Arc<AtomicBool>) -> String {
     format!("http://{addr}")
 }
 
-fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::config::Loaded {
+fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::load::Loaded {
     let bindings: Vec<String> = (0..LOTS)
         .map(|i| format!("{{ lot = \"L{i:03}\", vendor_lot = \"{}\", token = {{ value = \"t{i}\" }} }}", 1000 + i))
         .collect();
@@ -221,10 +221,8 @@ fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::co
          [sinks.batch]\nmax_records = 100\nlinger_ms = 5\n[sinks.bingzhouxing]\nbase_url = \"{url}\"\n",
         bindings.join(", ")
     );
-    Config::parse(&text, std::path::Path::new("e2e.toml"))
-        .expect("parse")
-        .build(std::path::Path::new("."))
-        .expect("build")
+    let config = Config::parse(&text, std::path::Path::new("e2e.toml")).expect("parse");
+    lotbridge::load::build(config, std::path::Path::new(".")).expect("build")
 }
 
 fn outcomes(metrics: &Metrics) -> u64 {

@@ -14,12 +14,14 @@
 pub mod adjust;
 pub mod barrier;
 pub mod bingzhouxing;
+mod context;
 pub mod isp;
 pub mod missing_photo;
 pub mod plate;
 pub mod zvcms;
 
 pub use crate::config::VendorKind;
+pub use context::SinkContext;
 
 use crate::event::{Event, ListedCoupon};
 use crate::photo::PhotoOutcome;

@@ -2,11 +2,12 @@
 //! from. The table as written, with its defaults and the spec's paths, is
 //! [`crate::config::vendor::isp`] (re-exported here).
 
-use crate::config::{Bindings, ConfigError, SinkContext};
+use crate::config::{Bindings, ConfigError};
 use crate::photo::PhotoPolicy;
 use crate::secret::{Secret, SecretRef};
 use crate::vendors::isp::mapping::MapSettings;
 use crate::vendors::isp::token::TokenRequest;
+use crate::vendors::SinkContext;
 use http::header::{HeaderName, HeaderValue};
 use std::path::Path;
 

@@ -55,7 +55,8 @@ fn config_imports_nothing_it_configures() {
 
 #[test]
 fn the_scanner_sees_code_and_skips_comments() {
-    let text = "use crate::vendors::{self, Adapter};\n//! see [`crate::load`]\nlet t = crate::engine::lots::parse_time(x); // crate::app\n";
+    let text = "use crate::vendors::{self, Adapter};\n//! see [`crate::load`]\n\
+                let t = crate::engine::lots::parse_time(x); // crate::app\n";
     let names: Vec<String> = crate_modules(text).into_iter().map(|(_, m)| m).collect();
     assert_eq!(names, ["vendors", "engine"]);
 }

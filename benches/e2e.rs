@@ -201,12 +201,12 @@ async fn instant_vendor(down: Arc<AtomicBool>) -> String {
     format!("http://{addr}")
 }
 
-fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::config::Loaded {
+fn config(brokers: &str, topic: &str, url: &str, budget: usize) -> lotbridge::load::Loaded {
     config_sinks(brokers, topic, url, budget, &["bzx"])
 }
 
 /// A Bingzhouxing sink per name, all reading `topic` (each in its own consumer group).
-fn config_sinks(brokers: &str, topic: &str, url: &str, budget: usize, names: &[&str]) -> lotbridge::config::Loaded {
+fn config_sinks(brokers: &str, topic: &str, url: &str, budget: usize, names: &[&str]) -> lotbridge::load::Loaded {
     let bindings: Vec<String> = (0..LOTS)
         .map(|i| format!("{{ lot = \"L{i:03}\", vendor_lot = \"{}\", token = {{ value = \"t{i}\" }} }}", 1000 + i))
         .collect();
@@ -235,10 +235,8 @@ fn config_sinks(brokers: &str, topic: &str, url: &str, budget: usize, names: &[&
          dead_letter_topic = \"{topic}.dlq\"\nresults_topic = \"{topic}.results\"\ncommit_interval_ms = 200\n\
          [kafka.properties]\n{props}\n{sinks}"
     );
-    Config::parse(&text, std::path::Path::new("e2e.toml"))
-        .expect("parse")
-        .build(std::path::Path::new("."))
-        .expect("build")
+    let config = Config::parse(&text, std::path::Path::new("e2e.toml")).expect("parse");
+    lotbridge::load::build(config, std::path::Path::new(".")).expect("build")
 }
 
 fn outcomes(metrics: &Metrics) -> u64 {

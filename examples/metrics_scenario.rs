@@ -13,8 +13,9 @@
 
 use base64::Engine as _;
 use lotbridge::app::HealthServer;
-use lotbridge::config::{Config, Loaded};
+use lotbridge::config::Config;
 use lotbridge::engine::Engine;
+use lotbridge::load::Loaded;
 use lotbridge::metrics::Metrics;
 use lotbridge::sim::{self, Failure, SimServer};
 use rdkafka::mocking::MockCluster;
@@ -91,7 +92,7 @@ client_secret = {{ value = "{barrier_secret}" }}
 
 fn load(text: &str) -> anyhow::Result<Loaded> {
     let config = Config::parse(text, std::path::Path::new("scenario.toml"))?;
-    Ok(config.build(std::path::Path::new("."))?)
+    Ok(lotbridge::load::build(config, std::path::Path::new("."))?)
 }
 
 /// Simulators configured with the right credentials; the engine's config then carries a

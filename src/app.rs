@@ -7,9 +7,9 @@
 //! health (credential checks, token endpoints) is not part of readiness: a vendor outage
 //! must not stall a rollout. It shows in metrics and alerts instead.
 
-use crate::config::Loaded;
 use crate::engine::sink::Sink;
 use crate::engine::Engine;
+use crate::load::Loaded;
 use crate::metrics::Metrics;
 use crate::vendors::PrepareError;
 use anyhow::Context;

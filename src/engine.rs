@@ -53,7 +53,8 @@ pub use http::execute;
 pub(crate) use http::parse_retry_after;
 pub use sink::Sink;
 
-use crate::config::{KafkaConfig, Loaded};
+use crate::config::KafkaConfig;
+use crate::load::Loaded;
 use crate::metrics::Metrics;
 use acks::OffsetStore;
 use output::Output;

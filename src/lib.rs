@@ -12,7 +12,10 @@
 //!   and the shutdown signal.
 //! - [`metrics`]: every Prometheus series, in one registry passed to whoever counts.
 //! - [`probe`]: `check-config --connect`: Kafka, routes, TLS, tokens and clocks before go-live.
-//! - [`config`]: the TOML configuration, lot bindings (inline or CSV), checks.
+//! - [`config`]: the TOML configuration as written (vendor tables included), lot bindings
+//!   (inline or CSV), checks; the lowest layer, importing nothing it configures.
+//! - [`load`]: a configuration built into runnable sinks (HTTP client, bindings, vendor
+//!   adapter), and the `check-config` summary.
 //! - [`kafka`]: the one builder of Kafka client settings (brokers, TLS/SASL properties, secrets).
 //! - [`secret`]: secret references and a value type that never prints.
 //! - [`vendors`]: the adapter contract; one folder per vendor with its config, mapping,
@@ -39,6 +42,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kafka;
+pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod photo;

@@ -225,7 +225,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { config, verbose, connect } => {
             let loaded = load(&config)?;
-            print!("{}", config::summary(&loaded, verbose));
+            print!("{}", lotbridge::load::summary(&loaded, verbose));
             println!("configuration OK");
             if connect && !lotbridge::probe::run(&loaded, &mut std::io::stdout()).await {
                 return Ok(ExitCode::from(EXIT_UNAVAILABLE));
@@ -397,6 +397,6 @@ fn log_settings(path: &Path) -> (bool, Option<String>) {
     (json, filter)
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<config::Loaded> {
-    Config::load(path).with_context(|| format!("configuration {} is not usable", path.display()))
+fn load(path: &std::path::Path) -> anyhow::Result<lotbridge::load::Loaded> {
+    lotbridge::load::load(path).with_context(|| format!("configuration {} is not usable", path.display()))
 }

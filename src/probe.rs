@@ -3,7 +3,8 @@
 //! sink's vendor (DNS, TCP and TLS to the base URL, a token where the vendor issues one, the
 //! clock skew against the vendor's `Date` header), and prints one ✓/✗ line per check.
 
-use crate::config::{KafkaConfig, Loaded, LoadedSink};
+use crate::config::KafkaConfig;
+use crate::load::{Loaded, LoadedSink};
 use crate::vendors::PrepareError;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;

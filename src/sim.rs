@@ -414,7 +414,7 @@ pub fn now_millis() -> i64 {
 
 /// Starts a simulator for every sink of a configuration, listening on the host and port of
 /// its `base_url` (port 0 picks a free one). Returns (sink name, server) pairs.
-pub async fn start_for_config(loaded: &crate::config::Loaded) -> anyhow::Result<Vec<(String, SimServer)>> {
+pub async fn start_for_config(loaded: &crate::load::Loaded) -> anyhow::Result<Vec<(String, SimServer)>> {
     use anyhow::Context as _;
     let mut servers = Vec::new();
     let base = std::path::Path::new(".");

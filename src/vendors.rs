@@ -14,40 +14,19 @@
 pub mod adjust;
 pub mod barrier;
 pub mod bingzhouxing;
+mod context;
 pub mod isp;
 pub mod missing_photo;
 pub mod plate;
 pub mod zvcms;
 
+pub use crate::config::VendorKind;
+pub use context::SinkContext;
+
 use crate::event::{Event, ListedCoupon};
 use crate::photo::PhotoOutcome;
 use bytes::Bytes;
 use std::time::Duration;
-
-/// The vendor platforms lotbridge delivers to (bounded: a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VendorKind {
-    /// Barrier-gate coupon platform (`sendCoupon`).
-    BarrierCoupon,
-    /// Inspur City Sensing Platform.
-    InspurIsp,
-    /// Bingzhouxing city parking cloud.
-    Bingzhouxing,
-    /// zvcms member-coupon open API.
-    Zvcms,
-}
-
-impl VendorKind {
-    /// Label value and config table name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VendorKind::BarrierCoupon => "barrier_coupon",
-            VendorKind::InspurIsp => "inspur_isp",
-            VendorKind::Bingzhouxing => "bingzhouxing",
-            VendorKind::Zvcms => "zvcms",
-        }
-    }
-}
 
 /// How the engine treats the records of one endpoint within a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

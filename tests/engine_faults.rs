@@ -80,7 +80,7 @@ fn plates(server: &SimServer) -> Vec<String> {
         .collect()
 }
 
-fn with_panicking_adapter(toml: &str) -> lotbridge::config::Loaded {
+fn with_panicking_adapter(toml: &str) -> lotbridge::load::Loaded {
     let mut loaded = common::load(toml);
     for sink in &mut loaded.sinks {
         sink.adapter = Arc::new(PanicOn { inner: sink.adapter.clone(), stuck: None });

@@ -342,8 +342,9 @@ fn listed_output_example_matches_schema_and_rust_type() {
 /// must accept: the results topic's consumers validate against it.
 #[test]
 fn zvcms_answers_to_the_spec_example_match_the_output_schema() {
-    use lotbridge::config::{Binding, Bindings, SinkContext};
+    use lotbridge::config::{Binding, Bindings};
     use lotbridge::vendors::zvcms::{build, Config, USER_COUPON_LIST};
+    use lotbridge::vendors::SinkContext;
     use lotbridge::vendors::{Adapter, HttpResponse, Verdict};
 
     const SPEC_SUCCESS: &str = r#"{ "status": "true", "code": "0", "message": "说明", "data": { "item_list": [

@@ -4,12 +4,13 @@
 //! simulator's request log.
 
 use bytes::Bytes;
-use lotbridge::config::{Binding, Bindings, SinkContext};
+use lotbridge::config::{Binding, Bindings};
 use lotbridge::photo::PhotoPolicy;
 use lotbridge::secret::Secret;
 use lotbridge::sim::barrier::{ExpiresIn, Simulator, TOKEN_ENDPOINT};
 use lotbridge::sim::{Failure, SimServer};
 use lotbridge::vendors::barrier::{BarrierAdapter, SEND_COUPON};
+use lotbridge::vendors::SinkContext;
 use lotbridge::vendors::{Adapter, HttpRequest, HttpResponse, Mapping, PrepareError, RetryReason, Verdict};
 use serde_json::{json, Value};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! the platform received and refuses what the spec forbids.
 
 use bytes::Bytes;
-use lotbridge::config::{Binding, Bindings, SinkContext};
+use lotbridge::config::{Binding, Bindings};
 use lotbridge::photo::PhotoPolicy;
 use lotbridge::secret::Secret;
 use lotbridge::sim::bingzhouxing::Simulator;
@@ -11,6 +11,7 @@ use lotbridge::sim::{Failure, SimServer};
 use lotbridge::vendors::adjust::Change;
 use lotbridge::vendors::bingzhouxing::{self, BingzhouxingAdapter, Config, CAR_IN_OUT};
 use lotbridge::vendors::missing_photo::placeholder_base64;
+use lotbridge::vendors::SinkContext;
 use lotbridge::vendors::{Adapter, Endpoint, HttpResponse, Mapped, Mapping, RetryReason, Verdict};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};

@@ -4,13 +4,14 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use lotbridge::config::{Binding, Bindings, SinkContext};
+use lotbridge::config::{Binding, Bindings};
 use lotbridge::photo::{DropReason, PhotoOutcome, PhotoPolicy};
 use lotbridge::sim::isp::Simulator;
 use lotbridge::sim::{Failure, Recorded, SimServer};
 use lotbridge::vendors::adjust::Change;
 use lotbridge::vendors::isp::{build, Config, IspAdapter};
 use lotbridge::vendors::missing_photo::placeholder_base64;
+use lotbridge::vendors::SinkContext;
 use lotbridge::vendors::{
     Adapter, Endpoint, HttpRequest, Mapped, Mapping, PrepareError, RetryReason, SkipReason, Verdict,
 };

@@ -3,7 +3,7 @@
 //! classified as the engine does it; the answers are the coupon lists the engine publishes.
 
 use bytes::Bytes;
-use lotbridge::config::{Binding, Bindings, SinkContext};
+use lotbridge::config::{Binding, Bindings};
 use lotbridge::event::ListedCoupon;
 use lotbridge::photo::PhotoPolicy;
 use lotbridge::secret::Secret;
@@ -11,6 +11,7 @@ use lotbridge::sim::zvcms::Simulator;
 use lotbridge::sim::{Failure, SimServer};
 use lotbridge::vendors::zvcms::sign::KeyStyle;
 use lotbridge::vendors::zvcms::{Account, Config, ZvcmsAdapter, USER_COUPON_LIST};
+use lotbridge::vendors::SinkContext;
 use lotbridge::vendors::{Adapter, HttpRequest, HttpResponse, Mapping, RetryReason, Verdict};
 use serde_json::{json, Value};
 use std::path::Path;

@@ -2,7 +2,8 @@
 //! (written to a file the user can start from), and the four vendor simulators.
 
 use super::city::lot_code;
-use crate::config::{Config, Loaded};
+use crate::config::Config;
+use crate::load::{self, Loaded};
 use crate::sim::SimServer;
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
@@ -125,8 +126,7 @@ pub async fn simulators_and_config(
     lots: usize,
     path: &Path,
 ) -> anyhow::Result<(Loaded, HashMap<String, SimServer>)> {
-    let probe = Config::parse(&config_text(brokers, lots, &HashMap::new()), path)?
-        .build(Path::new("."))
+    let probe = load::build(Config::parse(&config_text(brokers, lots, &HashMap::new()), path)?, Path::new("."))
         .context("the generated configuration does not build")?;
     let servers = crate::sim::start_for_config(&probe).await?;
     let urls = servers.iter().map(|(n, s)| (n.clone(), s.base_url())).collect();
@@ -135,7 +135,7 @@ pub async fn simulators_and_config(
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    let loaded = Config::load(path)?;
+    let loaded = load::load(path)?;
     Ok((loaded, servers.into_iter().collect()))
 }
 
@@ -152,7 +152,7 @@ mod tests {
     fn the_generated_configuration_checks_and_binds_every_lot_somewhere() {
         let text = config_text("127.0.0.1:9092", 40, &HashMap::new());
         let loaded =
-            Config::parse(&text, Path::new("demo.toml")).and_then(|c| c.build(Path::new("."))).expect("builds");
+            Config::parse(&text, Path::new("demo.toml")).and_then(|c| load::build(c, Path::new("."))).expect("builds");
         let names: Vec<&str> = loaded.sinks.iter().map(|s| s.config.name.as_str()).collect();
         assert_eq!(names, SINKS);
         let bound: usize = loaded.sinks.iter().map(|s| s.adapter.bound_lots().len()).sum();

@@ -66,11 +66,6 @@ pub fn china() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| Utc.fix())
 }
 
-/// Parses `HH:MM` or `HH:MM:SS`.
-pub fn parse_time(text: &str) -> Option<NaiveTime> {
-    NaiveTime::parse_from_str(text, "%H:%M:%S").or_else(|_| NaiveTime::parse_from_str(text, "%H:%M")).ok()
-}
-
 /// The next moment after `now` when the clock in UTC+8 shows `at`.
 pub fn next_push(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
     let local = now.with_timezone(&china());
@@ -160,13 +155,11 @@ mod tests {
 
     #[test]
     fn next_push_is_the_next_0100_china_time() {
-        let at = parse_time("01:00").unwrap();
+        let at = NaiveTime::from_hms_opt(1, 0, 0).unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(next_push(now, at).to_rfc3339(), "2026-11-23T17:00:00+00:00", "01:00 +08:00 is 17:00 UTC");
         let just_after = DateTime::parse_from_rfc3339("2026-11-23T17:00:01Z").unwrap().with_timezone(&Utc);
         assert_eq!(next_push(just_after, at).to_rfc3339(), "2026-11-24T17:00:00+00:00");
-        assert_eq!(parse_time("01:02:03"), NaiveTime::from_hms_opt(1, 2, 3));
-        assert_eq!(parse_time("25:00"), None);
     }
 
     #[test]

@@ -367,7 +367,7 @@ async fn run_lot_list(
     owner: Owner,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(at) = lots::parse_time(&sink.config.daily_push_at) else { return };
+    let Some(at) = crate::config::parse_time(&sink.config.daily_push_at) else { return };
     let separate = kafka.lot_topics.as_ref().is_some_and(|t| *t != kafka.topics);
     rebuild(&kafka, &sink, &book).await;
     loop {

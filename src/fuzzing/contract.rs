@@ -2,8 +2,9 @@
 //! adapter, and the results record lotbridge writes back.
 
 use super::bounded;
-use crate::config::{Config, Loaded};
+use crate::config::Config;
 use crate::event::{decode, encode_listed, CouponsListed, Event, EventData, ListedCoupon};
+use crate::load::Loaded;
 use crate::photo::PhotoOutcome;
 use crate::vendors::{MapError, Mapping, SkipReason};
 use chrono::DateTime;
@@ -140,7 +141,7 @@ fn map_sinks() -> &'static Loaded {
         let bindings = format!("bindings = [{}]\n", bindings.join(", "));
         let text = MAP_CONFIG.replace("[[sinks]]\n", &format!("[[sinks]]\n{bindings}"));
         let config = Config::parse(&text, Path::new("fuzz.toml")).unwrap_or_else(|e| panic!("fuzz config: {e}"));
-        config.build(Path::new(".")).unwrap_or_else(|e| panic!("fuzz config: {e}"))
+        crate::load::build(config, Path::new(".")).unwrap_or_else(|e| panic!("fuzz config: {e}"))
     })
 }
 

@@ -14,7 +14,7 @@
 
 use super::bounded;
 use crate::auth::TokenError;
-use crate::config::{Binding, Bindings, SinkContext};
+use crate::config::{Binding, Bindings};
 use crate::engine::parse_retry_after;
 use crate::photo::PhotoPolicy;
 use crate::secret::Secret;
@@ -22,6 +22,7 @@ use crate::vendors::barrier::{self, token::parse_answer, BarrierAdapter, SEND_CO
 use crate::vendors::bingzhouxing::{self, BingzhouxingAdapter, CAR_IN_OUT, HEARTBEAT, PARK_SPACE};
 use crate::vendors::isp::{self, token::read_token_answer, IspAdapter, TokenAnswerField};
 use crate::vendors::zvcms::{self, ZvcmsAdapter, USER_COUPON_LIST};
+use crate::vendors::SinkContext;
 use crate::vendors::{Adapter, Endpoint, HttpResponse, Verdict};
 use bytes::Bytes;
 use std::path::Path;

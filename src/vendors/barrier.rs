@@ -17,8 +17,9 @@ pub mod token;
 
 pub use config::{Config, FieldEncoding};
 
+use super::SinkContext;
 use crate::auth::{TokenCache, TokenError};
-use crate::config::{resolve_secret, Bindings, ConfigError, SinkContext};
+use crate::config::{Bindings, ConfigError};
 use crate::event::{Event, EventData};
 use crate::vendors::{
     Adapter, Coalesce, Endpoint, HttpRequest, HttpResponse, MapError, Mapped, Mapping, PrepareError, SkipReason,
@@ -61,7 +62,7 @@ pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<BarrierAdapter, Conf
         http: ctx.http.clone(),
         url: urls.token,
         client_id: cfg.client_id.clone(),
-        client_secret: resolve_secret(&cfg.client_secret, ctx, "client_secret")?,
+        client_secret: ctx.resolve_secret(&cfg.client_secret, "client_secret")?,
         extra: cfg.token_form.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         timeout: Duration::from_millis(cfg.token_timeout_ms),
         fallback_lifetime: Duration::from_secs(cfg.token_lifetime_fallback_secs),

@@ -17,7 +17,8 @@ pub mod sign;
 
 pub use config::{Config, DataEncoding, TsUnit};
 
-use crate::config::{ConfigError, SinkContext};
+use super::SinkContext;
+use crate::config::ConfigError;
 use crate::event::{Event, EventData, Vehicle};
 use crate::photo::{self, PhotoPolicy};
 use crate::vendors::{

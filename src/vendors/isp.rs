@@ -13,8 +13,9 @@ pub mod token;
 
 pub use config::{Config, TokenAnswerField, TokenField};
 
+use super::SinkContext;
 use crate::auth::{TokenCache, TokenError, TokenPolicy};
-use crate::config::{Bindings, ConfigError, SinkContext};
+use crate::config::{Bindings, ConfigError};
 use crate::event::Event;
 use crate::secret::Secret;
 use crate::vendors::adjust::Adjustments;

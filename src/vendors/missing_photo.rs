@@ -6,23 +6,9 @@
 //! chooses (`missing_photo`), and a placeholder or an empty field is counted and logged as
 //! an adjusted field, never silent.
 
-use serde::Deserialize;
 use std::sync::LazyLock;
 
-/// A sink's choice for a required photo field without a usable photo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MissingPhoto {
-    /// A documented placeholder: an 8×8 mid-grey baseline JPEG ([`placeholder_base64`]),
-    /// so the passage reaches the platform and a strict platform accepts it.
-    #[default]
-    Placeholder,
-    /// The field sent empty (`""`), as lenient platforms accept.
-    Empty,
-    /// The record is dead-lettered with the reason "no usable photo" (replayable once a
-    /// photo is added upstream).
-    Reject,
-}
+pub use crate::config::vendor::MissingPhoto;
 
 impl MissingPhoto {
     /// The base64 text a required photo `field` of `vendor` gets without a usable photo, with

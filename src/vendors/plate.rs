@@ -6,19 +6,9 @@
 //! plates without spaces; the ISP spec's example shows one, in a text whose other fields
 //! have stray spaces too (`"park_code "`), so its reading is an option per sink.
 
-use serde::Deserialize;
 use std::borrow::Cow;
 
-/// What a sink does with spaces inside plates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlateSpaces {
-    /// Remove ASCII, ideographic and every other Unicode space (the canonical form).
-    #[default]
-    Strip,
-    /// Send the plate as received.
-    Keep,
-}
+pub use crate::config::vendor::PlateSpaces;
 
 /// The plate as a sink sends it, borrowed when nothing changes.
 pub fn normalize(plate: &str, spaces: PlateSpaces) -> Cow<'_, str> {

@@ -18,7 +18,8 @@ pub mod sign;
 
 pub use config::Config;
 
-use crate::config::{Bindings, ConfigError, SinkContext};
+use super::SinkContext;
+use crate::config::{Bindings, ConfigError};
 use crate::event::{Event, EventData};
 use crate::secret::Secret;
 use crate::vendors::{
@@ -111,7 +112,7 @@ pub struct ZvcmsAdapter {
 
 /// Builds the adapter of one sink.
 pub fn build(cfg: &Config, ctx: &SinkContext<'_>) -> Result<ZvcmsAdapter, ConfigError> {
-    let account = Account::from_config(cfg, ctx.name, |r, key| crate::config::resolve_secret(r, ctx, key))?;
+    let account = Account::from_config(cfg, ctx.name, |r, key| ctx.resolve_secret(r, key))?;
     Ok(ZvcmsAdapter {
         url: cfg.url(),
         account,

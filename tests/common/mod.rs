@@ -6,8 +6,9 @@
 pub mod corpus;
 pub mod tls;
 
-use lotbridge::config::{Config, Loaded};
+use lotbridge::config::Config;
 use lotbridge::engine::Engine;
+use lotbridge::load::Loaded;
 use lotbridge::metrics::Metrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -193,7 +194,7 @@ pub fn vehicle(id: &str, lot: &str, plate: &str, exit: bool) -> Vec<u8> {
 /// Parses a config from TOML and builds it (relative paths from the current directory).
 pub fn load(toml: &str) -> Loaded {
     let config = Config::parse(toml, std::path::Path::new("test.toml")).expect("config parses");
-    config.build(std::path::Path::new(".")).expect("config builds")
+    lotbridge::load::build(config, std::path::Path::new(".")).expect("config builds")
 }
 
 /// A running engine on its own runtime, so a test can stop it gracefully or kill it

@@ -306,7 +306,7 @@ impl Scenario {
         let probe_text =
             format!("{kafka}{}", sinks.replace("{bzx}", "http://127.0.0.1:0").replace("{isp}", "http://127.0.0.1:0"));
         let probe = lotbridge::config::Config::parse(&probe_text, Path::new("probe.toml")).expect("config parses");
-        let probe = probe.build(dir.path()).expect("config builds");
+        let probe = lotbridge::load::build(probe, dir.path()).expect("config builds");
         let mut config = format!("{kafka}{sinks}");
         let mut by_name = HashMap::new();
         for (name, server) in sim::start_for_config(&probe).await.expect("simulators") {

@@ -7,18 +7,9 @@
 //! `Action` is signed are configurable because deployments differ.
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How the parameter names are spelled in the signed text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyStyle {
-    /// `grantCode`, `nonce`, `openId`, `timestamp` (and `action`): the published test vector.
-    Camel,
-    /// `GrantCode`, `Nonce`, `OpenId`, `Timestamp` (and `Action`): the envelope's own spelling.
-    Pascal,
-}
+pub use crate::config::vendor::zvcms::KeyStyle;
 
 impl KeyStyle {
     fn names(self) -> [&'static str; 5] {

@@ -5,7 +5,8 @@
 //! librdkafka's mock cluster, the four vendor simulators (`lotbridge::sim`) and the city's
 //! producer (`lotbridge::demo::city`). Every sink binds every lot from a CSV file; lot
 //! events come from a separate lot topic, as `deploy/k8s/configmap.yaml` sets it up;
-//! Bingzhouxing sends heartbeats for every bound lot (`heartbeat_lots = "bound"`).
+//! Bingzhouxing sends heartbeats for every bound lot (`heartbeat_lots = "bound"`). Settings
+//! are the defaults but for the rate limits (2 000 requests/s per sink, see [`config_text`]).
 //!
 //! 1. Startup: `Config::load` of the configuration (in this process), then the child from
 //!    spawn to `/readyz` 200 and to its "lot list rebuilt" log line (the ISP lot book read

@@ -8,7 +8,7 @@
 //! Bingzhouxing sends heartbeats for every bound lot (`heartbeat_lots = "bound"`). Settings
 //! are the defaults but for the rate limits (2 000 requests/s per sink, see [`config_text`]).
 //!
-//! 1. Startup: `Config::load` of the configuration (in this process), then the child from
+//! 1. Startup: `load::load` of the configuration (in this process), then the child from
 //!    spawn to `/readyz` 200 and to its "lot list rebuilt" log line (the ISP lot book read
 //!    from the lot topic's 20 000 `lot.upserted`).
 //! 2. RSS of the child, sampled every second throughout; the maximum per phase.
@@ -23,7 +23,6 @@
 //! 1), `CITY_RATE` (events per second of the hour, 200: the demo's default rate),
 //! `CITY_OUTAGE_MINUTES` (60), `CITY_DRAIN_TIMEOUT_SECS` (420).
 
-use lotbridge::config::Config;
 use lotbridge::demo::city::{lot_code, City};
 use lotbridge::sim::{self, Failure, SimServer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -474,14 +473,14 @@ impl Bench {
     }
 }
 
-/// The configuration, the simulators and the lot topic; `Config::load` timed.
+/// The configuration, the simulators and the lot topic; `load::load` timed.
 async fn prepare(lots: usize, brokers: &str, dir: &Path) -> (PathBuf, String, Sims) {
     std::env::set_var("CITY_BZX_TOKEN", "city-bzx-token");
     write_csvs(dir, lots);
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let path = dir.join("lotbridge.city.toml");
     std::fs::write(&path, config_text(brokers, &metrics_addr, &HashMap::new())).expect("write config");
-    let probe = Config::load(&path).expect("config");
+    let probe = lotbridge::load::load(&path).expect("config");
     let sims = Sims(sim::start_for_config(&probe).await.expect("simulators").into_iter().collect());
     drop(probe);
     let urls = sims.0.iter().map(|(n, s)| (n.clone(), s.base_url())).collect();
@@ -489,14 +488,14 @@ async fn prepare(lots: usize, brokers: &str, dir: &Path) -> (PathBuf, String, Si
     let mut loads = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let loaded = Config::load(&path).expect("config");
+        let loaded = lotbridge::load::load(&path).expect("config");
         loads.push(t.elapsed());
         assert_eq!(loaded.sinks.iter().map(|s| s.bindings.len()).sum::<usize>(), 4 * lots);
     }
     let csv_bytes: u64 =
         SINKS.iter().map(|n| std::fs::metadata(dir.join(format!("{n}.csv"))).map_or(0, |m| m.len())).sum();
     println!(
-        "startup: Config::load of 4 x {lots} CSV bindings ({:.1} MB of CSV): {}",
+        "startup: load::load of 4 x {lots} CSV bindings ({:.1} MB of CSV): {}",
         csv_bytes as f64 / 1e6,
         loads.iter().map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(", ")
     );

@@ -346,9 +346,10 @@ impl Scenario {
 }
 
 impl Drop for Scenario {
-    /// A failed test keeps the instances' logs and configurations for the post-mortem.
+    /// A failed test keeps the instances' logs and configurations for the post-mortem (any
+    /// test does with `LOTBRIDGE_KEEP_LOGS=1`).
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("LOTBRIDGE_KEEP_LOGS").is_some() {
             let keep = std::env::temp_dir().join(format!("lotbridge-system-{}", self.topic));
             if std::fs::create_dir_all(&keep).is_ok() {
                 for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {

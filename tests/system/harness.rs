@@ -63,16 +63,23 @@ impl Cluster {
         Cluster { brokers: brokers.to_string(), producer }
     }
 
-    /// Creates a topic (the broker does not create them on first use).
+    /// Creates a topic (the broker does not create them on first use). Against
+    /// `examples/mock_broker.rs`, by asking it through `LOTBRIDGE_SYSTEM_MOCK_TOPICS`.
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin.create_topics([&topic], &opts).await.expect("create topics");
-        for result in results {
-            if let Err((topic, code)) = result {
-                assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {topic}: {code}");
+        if let Some(dir) = std::env::var_os("LOTBRIDGE_SYSTEM_MOCK_TOPICS") {
+            let tmp = std::path::Path::new(&dir).join(format!(".{name}"));
+            std::fs::write(&tmp, partitions.to_string()).expect("topic request");
+            std::fs::rename(&tmp, std::path::Path::new(&dir).join(name)).expect("topic request");
+        } else {
+            let admin: AdminClient<DefaultClientContext> =
+                ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client");
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            let results = admin.create_topics([&topic], &opts).await.expect("create topics");
+            for result in results {
+                if let Err((topic, code)) = result {
+                    assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {topic}: {code}");
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -355,7 +362,7 @@ impl Drop for Scenario {
                 for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
                     let _ = std::fs::copy(entry.path(), keep.join(entry.file_name()));
                 }
-                eprintln!("logs and configuration of the failed scenario kept in {}", keep.display());
+                eprintln!("logs and configuration of the scenario kept in {}", keep.display());
             }
         }
     }

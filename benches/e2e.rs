@@ -48,14 +48,15 @@ fn env_n(name: &str, default: usize) -> usize {
 
 /// Peak resident set size in bytes (VmHWM), and a reset of it (clear_refs 5).
 fn peak_rss() -> u64 {
-    status_bytes("VmHWM:")
+    status_bytes("self", "VmHWM:")
 }
 /// Current resident set size in bytes.
 fn rss() -> u64 {
-    status_bytes("VmRSS:")
+    status_bytes("self", "VmRSS:")
 }
-fn status_bytes(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// A field of `/proc/<process>/status` in bytes (`process`: a pid, or `self`).
+fn status_bytes(process: &str, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     let kb = status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1));
     kb.and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
@@ -365,7 +366,8 @@ async fn memory(bench: &Bench, n: usize, photo: &str) {
         .stderr(log)
         .spawn()
         .expect("lotbridge");
-    let rss = || pid_bytes(child.id(), "VmRSS:");
+    let pid = child.id().to_string();
+    let rss = || status_bytes(&pid, "VmRSS:");
     let scrape = || async {
         let url = format!("http://127.0.0.1:{port}/metrics");
         match reqwest::get(&url).await {
@@ -422,13 +424,6 @@ async fn memory(bench: &Bench, n: usize, photo: &str) {
         recovered.as_secs_f64(),
         mib(peak as f64),
     );
-}
-
-/// A process's `/proc/<pid>/status` field in bytes.
-fn pid_bytes(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1));
-    kb.and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 /// The sum of a metric's series in a scrape.
